@@ -1,0 +1,5 @@
+"""Evaluation: importance-sampled log-likelihood and the metrics built on it."""
+
+from vaelab.evaluation.likelihood import LogLikelihoodOutput, log_likelihood
+
+__all__ = ["LogLikelihoodOutput", "log_likelihood"]

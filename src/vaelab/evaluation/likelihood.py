@@ -1,0 +1,77 @@
+"""The importance-sampled estimate of ``log p(x)``, batched over examples and samples."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import Distribution
+
+from vaelab.objectives.elbo import _check_k, log_weights
+
+# Default cap on the number of decoder outputs held at once per chunk (elements, not bytes):
+# 2**24 float32 numbers is 64 MiB of logits, a few times that with the decoder's hidden layers.
+DEFAULT_MAX_ELEMENTS = 2**24
+
+
+@dataclass
+class LogLikelihoodOutput:
+    """``log p(x)`` per example ``(B,)`` with the standard error of the estimate and ``k``."""
+
+    log_px: torch.Tensor
+    stderr: torch.Tensor
+    k: int
+
+
+def _chunk_size(model, batch: int, k: int, max_elements: int) -> int:
+    per_sample = batch * int(getattr(model, "output_features", 1024))
+    return max(1, min(k, max_elements // max(per_sample, 1)))
+
+
+@torch.no_grad()
+def log_likelihood(
+    model,
+    x: torch.Tensor,
+    k: int = 5000,
+    q: Distribution | None = None,
+    chunk_size: int | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> LogLikelihoodOutput:
+    """``log p(x) ≈ logsumexp_k[log p(x,z_k) − log q(z_k|x)] − log K``, ``z_k ~ q(z|x)``.
+
+    A consistent estimator that never overestimates in expectation (it is the IWAE bound
+    ``L_K``); with ``K=1`` it is the ELBO. The ``K`` samples are drawn in chunks so that at most
+    ``max_elements`` decoder outputs exist at once; the logsumexp of the weights and of their
+    squares is carried across chunks, so memory does not grow with ``K``.
+
+    The standard error is the delta-method one for the log of a sample mean,
+    ``se = sd(w) / (sqrt(K) · mean(w))``, computed from those two running sums; it needs K ≥ 2
+    (``nan`` for K = 1).
+    """
+    _check_k("k", k)
+    if chunk_size is None:
+        chunk_size = _chunk_size(model, x.shape[0], k, max_elements)
+    _check_k("chunk_size", chunk_size)
+    if q is None and not hasattr(model, "log_weights"):
+        q = model.encode(x)  # encode once; each chunk only samples and decodes
+    lse = lse_sq = None
+    done = 0
+    while done < k:
+        n = min(chunk_size, k - done)
+        lw = log_weights(model, x, n, q)  # (n, B)
+        if lw.dtype in (torch.float16, torch.bfloat16):
+            lw = lw.float()  # the sums of the bound stay in at least float32
+        c1, c2 = torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0)
+        lse = c1 if lse is None else torch.logaddexp(lse, c1)
+        lse_sq = c2 if lse_sq is None else torch.logaddexp(lse_sq, c2)
+        done += n
+    log_k = math.log(k)
+    log_px = lse - log_k
+    if k > 1:
+        # E[w^2] / E[w]^2 - 1, the squared coefficient of variation of the weights.
+        rel_var = torch.expm1((lse_sq - log_k) - 2 * log_px).clamp_min(0)
+        stderr = (rel_var / (k - 1)).sqrt()
+    else:
+        stderr = torch.full_like(log_px, float("nan"))
+    return LogLikelihoodOutput(log_px=log_px, stderr=stderr, k=k)

@@ -1,0 +1,92 @@
+"""Saving and loading models: config as JSON, weights as safetensors, nothing executable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from vaelab import __version__
+from vaelab.config import from_dict, to_dict
+from vaelab.errors import CheckpointError, VaelabError
+from vaelab.io import atomic_write_json, load_tensors, read_json, save_tensors
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+# Model classes a config may name. A config naming anything else is refused: loading never
+# resolves an arbitrary import path.
+MODEL_REGISTRY: dict[str, type[SavableModel]] = {}
+
+
+class SavableModel(nn.Module):
+    """A model rebuilt from ``config`` (a dataclass) plus a state dict.
+
+    ``save(dir)`` writes ``config.json`` and ``model.safetensors``; ``load(dir)`` needs nothing
+    else. Subclasses set ``config_class`` and take the config as their only constructor argument.
+    """
+
+    config_class: ClassVar[type]
+    config: object
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        MODEL_REGISTRY[cls.__name__] = cls
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model to ``directory`` (created if needed); returns the folder."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(directory / WEIGHTS_FILE, self.state_dict())
+        atomic_write_json(
+            directory / CONFIG_FILE,
+            {
+                "class": type(self).__name__,
+                "format_version": FORMAT_VERSION,
+                "vaelab_version": __version__,
+                "config": to_dict(self.config),
+            },
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        """Rebuild a saved model. Refuses pickles, tampered files and unknown classes."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory}: no such model directory")
+        meta = read_json(directory / CONFIG_FILE, "model config")
+        if not isinstance(meta, dict) or "class" not in meta or "config" not in meta:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: not a vaelab model config")
+        name = meta["class"]
+        model_cls = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
+        if model_cls is None:
+            raise CheckpointError(
+                f"{directory / CONFIG_FILE}: unknown model class {name!r} "
+                f"(known: {', '.join(sorted(MODEL_REGISTRY))})"
+            )
+        if not issubclass(model_cls, cls):
+            raise CheckpointError(f"{directory}: holds a {name}, not a {cls.__name__}")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{directory / CONFIG_FILE}: format_version {meta.get('format_version')!r} "
+                f"is not supported (expected {FORMAT_VERSION})"
+            )
+        try:
+            config = from_dict(model_cls.config_class, meta["config"])
+        except VaelabError as e:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
+        model = model_cls(config)
+        state = load_tensors(directory / WEIGHTS_FILE)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{directory / WEIGHTS_FILE}: weights do not fit the config ({first})"
+            ) from None
+        return model.to(map_location)

@@ -1,0 +1,5 @@
+"""Deterministic trunks for encoders and decoders."""
+
+from vaelab.nn.trunks import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder, activation
+
+__all__ = ["ACTIVATIONS", "MLP", "ConvDecoder", "ConvEncoder", "activation"]
