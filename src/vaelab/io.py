@@ -39,6 +39,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
@@ -49,6 +55,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; give it the mode a plain open() would have.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -100,7 +108,12 @@ def _describe_unsafe(head: bytes) -> str | None:
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, refusing anything else before parsing it.
+    """Read a safetensors file's tensors; anything else is refused (see ``read_safetensors``)."""
+    return read_safetensors(path)[0]
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file's tensors and its string metadata.
 
     Pickles and ``torch.save`` archives are named and refused; a header that is not a sane
     length of valid JSON (a truncated or tampered file) is refused too. No code is ever run.
@@ -131,7 +144,10 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: safetensors header is not valid JSON; tampered") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header is not a JSON object; tampered")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: safetensors metadata is not a JSON object; tampered")
     try:
-        return _st_load(data)
+        return _st_load(data), metadata
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors file ({e})") from None

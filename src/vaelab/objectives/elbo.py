@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent, Normal
 
 from vaelab.distributions.kl import kl_divergence
 from vaelab.errors import InvalidArgumentError
@@ -126,17 +126,46 @@ def _exact_terms(model, x, q, prior) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def log_weights(model, x: torch.Tensor, k: int, q: Distribution | None = None) -> torch.Tensor:
+def log_weights(
+    model, x: torch.Tensor, k: int, q: Distribution | None = None, dreg: bool = False
+) -> torch.Tensor:
     """Importance log-weights ``log p(x, z_k) − log q(z_k|x)``, ``z_k ~ q``: shape ``(k, B)``.
 
     Samples are reparameterized where ``q`` allows, so the weights carry gradients.
+
+    ``dreg=True`` prepares the doubly-reparameterized gradient of the IWAE bound (Tucker et
+    al. 2018) for a loss ``−logsumexp_k(log w_k)``: ``log q`` is evaluated with its parameters
+    cut from the graph (so ``q``'s parameters get gradient only through ``z``), and a hook scales
+    the gradient reaching each ``z_k`` by its normalized weight ``w̃_k``. The encoder then
+    receives ``Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ``, the decoder the usual ``Σ_k w̃_k ∂log w_k/∂θ``.
+    The values returned are the same as without ``dreg``.
     """
     _check_k("k", k)
     if q is None and hasattr(model, "log_weights"):
-        return model.log_weights(x, k)
+        return model.log_weights(x, k, dreg=dreg)
     q = _posterior(model, x, q)
     z = q.rsample((k,)) if q.has_rsample else q.sample((k,))  # (k, B, L)
-    return model.log_joint(x, z) - q.log_prob(z)
+    if not dreg:
+        return model.log_joint(x, z) - q.log_prob(z)
+    lw = model.log_joint(x, z) - _detached(q).log_prob(z)
+    if z.requires_grad:
+        w = torch.softmax(lw.detach(), 0).unsqueeze(-1)  # (k, B, 1)
+        z.register_hook(lambda g: g * w)
+    return lw
+
+
+def _detached(q: Distribution) -> Distribution:
+    """The same diagonal Gaussian with its parameters cut from the autograd graph."""
+    base = getattr(q, "base_dist", None)
+    if not (isinstance(q, Independent) and isinstance(base, Normal)):
+        raise InvalidArgumentError(
+            f"the DReG estimator supports diagonal Gaussian posteriors, got {type(q).__name__}"
+        )
+    return Independent(
+        Normal(base.loc.detach(), base.scale.detach(), validate_args=False),
+        q.reinterpreted_batch_ndims,
+        validate_args=False,
+    )
 
 
 def iwae_bound(model, x: torch.Tensor, k: int, q: Distribution | None = None) -> torch.Tensor:

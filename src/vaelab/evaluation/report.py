@@ -1,0 +1,192 @@
+"""Evaluate a model on a split: every number with its estimator, its K and its data.
+
+Per example it computes the ELBO (closed-form KL, ``elbo_samples`` reconstruction samples), the
+importance-sampled log-likelihood with ``k`` samples and its Monte Carlo standard error, and the
+posterior statistics behind active units and the KL per dimension. Means over the split carry
+their standard error over examples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributions import kl_divergence
+
+from vaelab.data.transforms import bits_per_dim
+from vaelab.errors import InvalidArgumentError
+from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, log_likelihood
+from vaelab.objectives import elbo
+from vaelab.objectives.elbo import _check_k
+
+ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015), section 5.2
+
+
+def _mean_se(values: torch.Tensor) -> tuple[float, float]:
+    v = values.double()
+    n = v.numel()
+    se = (v.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+    return v.mean().item(), se
+
+
+@torch.no_grad()
+def evaluate_model(
+    model,
+    x_all: torch.Tensor,
+    *,
+    k: int = 5000,
+    batch_size: int | None = None,
+    elbo_samples: int = 1,
+    dequantized: bool = False,
+    seed: int = 0,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    progress: bool = False,
+    autocast=None,
+) -> dict[str, Any]:
+    """All the evaluation numbers for ``model`` on the (already prepared) data ``x_all``.
+
+    ``dequantized`` says the data are ``(x + u)/256`` of 8-bit values, so bits/dim gets the
+    ``log2(256)`` correction. The sampling noise comes from a generator seeded with ``seed``
+    and the caller's global RNG state is restored afterwards.
+    """
+    _check_k("k", k)
+    _check_k("elbo_samples", elbo_samples)
+    n = x_all.shape[0]
+    if n == 0:
+        raise InvalidArgumentError("nothing to evaluate: the split is empty")
+    if batch_size is None:
+        batch_size = max(1, min(n, 100 if k > 100 else 1000))
+    was_training = model.training
+    model.eval()
+    dims = math.prod(x_all.shape[1:])
+    parts: dict[str, list[torch.Tensor]] = {
+        key: [] for key in ("log_px", "stderr", "elbo", "rec", "kl", "mean", "kl_dim")
+    }
+    has_encoder = hasattr(model, "encode")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"evaluating (K={k})", unit="img", file=sys.stderr, leave=False)
+    t0 = time.perf_counter()
+    device = x_all.device
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        torch.manual_seed(seed)
+        for i in range(0, n, batch_size):
+            x = x_all[i : i + batch_size]
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                if has_encoder:
+                    q = model.encode(x)
+                    out = elbo(model, x, q=q, n_samples=elbo_samples)
+                    ll = log_likelihood(model, x, k, q=q, max_elements=max_elements)
+                    parts["mean"].append(q.mean.float())
+                    parts["kl_dim"].append(
+                        kl_divergence(q.base_dist, model.prior.base_dist).float()
+                    )
+                else:
+                    out = None
+                    ll = log_likelihood(model, x, k, max_elements=max_elements)
+            parts["log_px"].append(ll.log_px.double())
+            parts["stderr"].append(ll.stderr.double())
+            if out is not None:
+                parts["elbo"].append(out.elbo.double())
+                parts["rec"].append(out.log_px_z.double())
+                parts["kl"].append(out.kl.double())
+            if bar is not None:
+                bar.update(x.shape[0])
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    model.train(was_training)
+    cat = {key: torch.cat(v) for key, v in parts.items() if v}
+
+    log_px, log_px_se = _mean_se(cat["log_px"])
+    result: dict[str, Any] = {
+        "n": n,
+        "k": k,
+        "log_likelihood": log_px,
+        "log_likelihood_stderr": log_px_se,
+        # Monte Carlo error of the mean estimate alone (the data held fixed)
+        "log_likelihood_mc_stderr": (cat["stderr"].pow(2).sum().sqrt() / n).item()
+        if k > 1
+        else None,
+        "nll": -log_px,
+        "bits_per_dim": bits_per_dim(-log_px, dims, dequantized=dequantized),
+        "dims": dims,
+        "seconds": seconds,
+        "seconds_per_image": seconds / n,
+    }
+    if "elbo" in cat:
+        elbo_mean, elbo_se = _mean_se(cat["elbo"])
+        rec, rec_se = _mean_se(cat["rec"])
+        kl, kl_se = _mean_se(cat["kl"])
+        means = cat["mean"]
+        variances = means.var(0) if n > 1 else torch.zeros(means.shape[1])
+        result.update(
+            {
+                "elbo": elbo_mean,
+                "elbo_stderr": elbo_se,
+                "elbo_samples": elbo_samples,
+                "reconstruction": rec,
+                "reconstruction_stderr": rec_se,
+                "kl": kl,
+                "kl_stderr": kl_se,
+                "gap": log_px - elbo_mean,  # log p(x) − ELBO: KL(q ‖ p(z|x)), estimated
+                "active_units": int((variances > ACTIVE_UNIT_THRESHOLD).sum()),
+                "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+                "latent_dim": int(means.shape[1]),
+                "kl_per_dim": cat["kl_dim"].double().mean(0).tolist(),
+                "kl_per_dim_stderr": (cat["kl_dim"].double().std(0) / math.sqrt(n)).tolist()
+                if n > 1
+                else None,
+            }
+        )
+    return result
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    k: int = 5000,
+    n: int | None = None,
+    batch_size: int | None = None,
+    elbo_samples: int = 1,
+    device: str = "auto",
+    progress: bool = False,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run directory's best model on ``split``; the data prepared as in training."""
+    from vaelab.training.run import load_run
+
+    run = load_run(run_dir, device=device, data_dir=data_dir)
+    x = run.data.eval_data(split)
+    if n is not None:
+        if n < 1:
+            raise InvalidArgumentError(f"n must be >= 1, got {n}")
+        x = x[:n]
+    result = evaluate_model(
+        run.model,
+        x,
+        k=k,
+        batch_size=batch_size,
+        elbo_samples=elbo_samples,
+        dequantized=run.data.dequantized,
+        seed=run.cfg.data.eval_seed,
+        progress=progress,
+    )
+    described = run.data.describe()
+    return {
+        "run": str(run_dir),
+        "split": split,
+        "dataset": described["dataset"],
+        "binarization": described["binarization"],
+        "dequantized": described["dequantized"],
+        "likelihood": run.likelihood,
+        **result,
+    }

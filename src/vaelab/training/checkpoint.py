@@ -1,0 +1,88 @@
+"""The training-state checkpoint: one safetensors file, written atomically.
+
+Weights, optimizer moments and RNG states are tensors; the counters (epoch, position in the
+epoch, best validation score, running sums) and the optimizer's hyper-parameters are JSON in
+the file's metadata. One file means one atomic rename: a crash leaves the previous checkpoint
+or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.errors import CheckpointError
+from vaelab.io import read_safetensors, save_tensors
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+_META_KEY = "vaelab_training_state"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    rng: dict[str, torch.Tensor],
+) -> None:
+    """Write model, optimizer, RNG states and the JSON ``state`` to ``path`` atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        tensors[f"model/{name}"] = t
+    opt = optimizer.state_dict()
+    for idx, pstate in opt["state"].items():
+        for key, value in pstate.items():
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(value)
+            tensors[f"optim/{idx}/{key}"] = value
+    for name, t in rng.items():
+        tensors[f"rng/{name}"] = t
+    meta = {
+        "version": CHECKPOINT_VERSION,
+        "state": state,
+        "param_groups": opt["param_groups"],
+    }
+    save_tensors(path, tensors, metadata={_META_KEY: json.dumps(meta)})
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A checkpoint's JSON part and its tensors, checked (never unpickled)."""
+    tensors, metadata = read_safetensors(path)
+    raw = metadata.get(_META_KEY)
+    if raw is None:
+        raise CheckpointError(f"{path}: not a vaelab training checkpoint")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint version")
+    return meta, tensors
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore model and optimizer in place; return the JSON state and the RNG tensors."""
+    meta, tensors = read_checkpoint(path)
+    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(model_state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the run's model ({first})") from None
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, idx, key = k.split("/", 2)
+            opt_state.setdefault(int(idx), {})[key] = v
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
+    rng = {k[len("rng/") :]: v for k, v in tensors.items() if k.startswith("rng/")}
+    return meta["state"], rng

@@ -1,0 +1,208 @@
+"""The run configuration: model, data and training settings, all plain data.
+
+Resolution order: dataclass defaults → a YAML/JSON config file → ``--set key=value`` and
+command-line flags. Every layer is type-checked by :func:`vaelab.config.from_dict`, so an
+unknown key or a wrong type is an error that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaelab.config import from_dict, to_dict
+from vaelab.errors import ConfigError
+
+MODEL_CLASSES = ("VAE", "HierarchicalVAE")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine", "step", "burda")
+OBJECTIVES = ("elbo", "iwae")
+ESTIMATORS = ("standard", "dreg")
+BINARIZE = ("dynamic", "fixed", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "mnist-mini"  # a built-in name (see `vaelab datasets`) or a .npy/.npz/.csv file
+    data_dir: str | None = None  # where the dataset's files are; default $VAELAB_DATA
+    # Bernoulli likelihood: how grey pixels become binary. "dynamic" draws a fresh Bernoulli
+    # sample every time an image is seen in training (validation/test use one fixed-seed draw);
+    # "fixed" uses the fixed-seed draw for training too; "none" requires binary data.
+    binarize: str = "dynamic"
+    eval_seed: int = 0  # seed of the fixed binarization of validation and test data
+    # Gaussian likelihood on 8-bit data: model (x + u)/256, u ~ U(0,1), so densities are
+    # normalized and bits/dim mean something. Turning it off is refused for 8-bit data.
+    dequantize: bool = True
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    # constant | cosine (to 0 over the run) | step (×gamma every step_epochs) |
+    # burda (Burda et al. 2015: stage i lasts 3^i epochs at lr·10^(-i/7), i = 0..7)
+    schedule: str = "constant"
+    step_epochs: int = 10
+    gamma: float = 0.5
+    warmup_steps: int = 0  # linear learning-rate warm-up
+    grad_clip: float | None = None  # max global gradient norm
+    init_output_bias: bool = True  # start the decoder's output bias at the data mean (logit)
+    beta: float = 1.0  # weight of the KL term
+    kl_warmup_epochs: float = 0.0  # β grows linearly from 0 over this many epochs
+    objective: str = "elbo"  # "elbo" or "iwae" (the importance-weighted bound)
+    k: int = 1  # samples per example: ELBO samples, or importance samples for "iwae"
+    estimator: str = "standard"  # gradient estimator for iwae: "standard" or "dreg"
+    early_stopping: int | None = None  # stop after this many epochs without a better val ELBO
+    val_samples: int = 1  # samples per example for the validation ELBO
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:N"
+    precision: str = "fp32"  # "bf16"/"fp16" autocast the networks; bounds stay float32
+    compile: bool = False  # torch.compile the training step
+    threads: int | None = None  # torch CPU threads (default: torch's choice)
+    checkpoint_every_s: float = 60.0  # also checkpoint mid-epoch at this interval
+    checkpoint_every_steps: int | None = None  # or every this many steps
+    max_bad_steps: int = 20  # consecutive non-finite steps before a rollback
+    max_rollbacks: int = 3  # rollbacks (each lowers the lr ×0.1) before giving up
+    final_eval_k: int = 1000  # importance samples for the end-of-training test evaluation
+    final_eval_n: int | None = None  # test examples for it (None: the whole split; 0: skip)
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved in the run directory."""
+
+    model_class: str = "VAE"
+    model: dict[str, Any] = field(default_factory=dict)  # the model's own config fields
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that types alone cannot (ranges, choices). Raises ConfigError naming the key."""
+    t, d = cfg.train, cfg.data
+
+    def choice(key, value, options):
+        if value not in options:
+            raise ConfigError(f"{key}: must be one of {list(options)}, got {value!r}")
+
+    def positive(key, value, allow_zero=False):
+        ok = value >= 0 if allow_zero else value > 0
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"{key}: must be {bound}, got {value}")
+
+    choice("model_class", cfg.model_class, MODEL_CLASSES)
+    choice("data.binarize", d.binarize, BINARIZE)
+    choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    choice("train.schedule", t.schedule, SCHEDULES)
+    choice("train.objective", t.objective, OBJECTIVES)
+    choice("train.estimator", t.estimator, ESTIMATORS)
+    choice("train.precision", t.precision, PRECISIONS)
+    for key in ("epochs", "batch_size", "k", "step_epochs", "val_samples", "max_bad_steps"):
+        positive(f"train.{key}", getattr(t, key))
+    for key in ("lr", "gamma", "checkpoint_every_s", "adam_eps"):
+        positive(f"train.{key}", getattr(t, key))
+    for key in ("weight_decay", "beta", "kl_warmup_epochs", "warmup_steps", "max_rollbacks"):
+        positive(f"train.{key}", getattr(t, key), allow_zero=True)
+    positive("train.final_eval_k", t.final_eval_k)
+    for key in ("grad_clip", "early_stopping", "checkpoint_every_steps", "threads"):
+        if getattr(t, key) is not None:
+            positive(f"train.{key}", getattr(t, key))
+    if t.final_eval_n is not None:
+        positive("train.final_eval_n", t.final_eval_n, allow_zero=True)
+    if t.estimator == "dreg" and t.objective != "iwae":
+        raise ConfigError("train.estimator: 'dreg' needs train.objective 'iwae'")
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        raise ConfigError(f"train.device: must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+    return cfg
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or JSON config file (YAML via the safe loader: no tags, no code)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"{path}: not a valid config file ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` → ``(["train", "lr"], 3e-4)``; values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``base[path[0]][path[1]]… = value``, creating mappings on the way."""
+    node = base
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def deep_update(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def resolve(
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults → file → ``--set`` overrides → explicit flags (dotted keys), checked."""
+    data: dict[str, Any] = {}
+    if file is not None:
+        deep_update(data, load_file(file))
+    for text in overrides or []:
+        merge(data, *parse_override(text))
+    for key, value in (flags or {}).items():
+        merge(data, key.split("."), value)
+    return validate(from_dict(RunConfig, data))
+
+
+def run_config_dict(cfg: RunConfig) -> dict[str, Any]:
+    return to_dict(cfg)
+
+
+def replace_train(cfg: RunConfig, **changes) -> RunConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))

@@ -1,0 +1,240 @@
+"""`vaelab train` → evaluate → sample/reconstruct/interpolate, in process."""
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.training.conftest import TINY
+from vaelab.cli import main
+from vaelab.io import load_tensors
+
+
+def _train(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    code = main(["train", "--out", str(out), "--epochs", "1", *TINY, *extra])
+    return code, out
+
+
+def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
+    code, run = _train(tmp_path)
+    assert code == 0
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "eval_test.json",
+        "samples.png",
+        "reconstructions.png",
+    ]:
+        assert (run / f).is_file(), f
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    for key in ("epoch", "step", "train_elbo", "val_elbo", "train_images_per_s", "lr"):
+        assert key in rows[0]
+    assert rows[0]["step"] == math.ceil(8000 / 256)
+    assert rows[0]["train_elbo"] < 0 and rows[0]["val_elbo"] < 0
+    capsys.readouterr()
+
+    assert main(["evaluate", str(run), "--k", "30", "--n", "50", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in (
+        "elbo",
+        "log_likelihood",
+        "nll",
+        "bits_per_dim",
+        "k",
+        "n",
+        "split",
+        "binarization",
+        "reconstruction",
+        "kl",
+        "active_units",
+        "kl_per_dim",
+    ):
+        assert key in report, key
+    assert report["k"] == 30 and report["n"] == 50 and report["split"] == "test"
+    assert report["nll"] == pytest.approx(-report["log_likelihood"])
+    assert report["bits_per_dim"] == pytest.approx(report["nll"] / (784 * math.log(2)))
+    assert report["log_likelihood"] <= 0  # a probability mass on binary data
+    assert report["elbo"] == pytest.approx(report["reconstruction"] - report["kl"], abs=1e-6)
+    assert len(report["kl_per_dim"]) == 4
+    assert sum(report["kl_per_dim"]) == pytest.approx(report["kl"], rel=1e-4)
+    # the IS estimate is above the ELBO, up to noise
+    assert report["log_likelihood"] >= report["elbo"] - 3 * report["elbo_stderr"]
+
+    out = tmp_path / "s.png"
+    assert main(["sample", str(run), "-n", "16", "--out", str(out)]) == 0
+    assert Image.open(out).size == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
+    assert main(["sample", str(run), "-n", "5", "--out", str(tmp_path / "s.npy")]) == 0
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.png"), "-n", "8"]) == 0
+    assert Image.open(tmp_path / "r.png").size[1] == 2 * 28 + 3 * 2
+    assert (
+        main(
+            [
+                "interpolate",
+                str(run),
+                "--out",
+                str(tmp_path / "i.png"),
+                "--pairs",
+                "3",
+                "--steps",
+                "7",
+            ]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "i.png").size == (7 * 28 + 8 * 2, 3 * 28 + 4 * 2)
+
+
+def test_train_gaussian_dequantized_bits_per_dim(tmp_path, capsys):
+    code, run = _train(tmp_path, "--likelihood", "gaussian")
+    assert code == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "10", "--n", "40", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["dequantized"] is True
+    assert r["bits_per_dim"] == pytest.approx(r["nll"] / (784 * math.log(2)) + 8)
+
+
+def test_existing_run_is_refused_and_untouched(tmp_path, capsys):
+    code, run = _train(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    code, _ = _train(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "run directory exists" in err and "--resume" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert before == after
+    # --overwrite replaces it
+    code, _ = _train(tmp_path, "--overwrite", "--seed", "3")
+    assert code == 0
+    assert (run / "model.safetensors").read_bytes() != before["model.safetensors"]
+    assert json.loads((run / "config.json").read_text())["run"]["train"]["seed"] == 3
+
+
+def test_bernoulli_on_grey_pixels_is_refused_unless_binarized(tmp_path, capsys):
+    code, _ = _train(tmp_path, "--binarize", "none")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "grey pixels" in err and "--binarize dynamic" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "train.learning_rate=0.1"], "unknown config key train.learning_rate"),
+        (["--set", "train.seed=two"], "train.seed: expected an integer, got 'two'"),
+        (["--set", "train.weight_decay=[1]"], "train.weight_decay: expected a number, got [1]"),
+        (["--latent-dim", "0"], "latent_dim must be >= 1, got 0"),
+        (["--lr", "-0.1"], "train.lr: must be > 0, got -0.1"),
+        (["--k", "0"], "train.k: must be > 0, got 0"),
+        (["--set", "model.latent=3"], "unknown config key model.latent"),
+        (["--dataset", "nonsense"], "unknown dataset 'nonsense'"),
+    ],
+)
+def test_bad_training_settings_are_one_line_errors(tmp_path, capsys, args, message):
+    code, _ = _train(tmp_path, *args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_config_file_and_overrides_resolve_in_order(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        "model:\n  latent_dim: 3\n  hidden: [16]\ntrain:\n  lr: 0.01\n  epochs: 1\n"
+    )
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--set",
+            "train.lr=0.002",
+            "--latent-dim",
+            "5",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "train.final_eval_n=0",
+        ]
+    )
+    assert code == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["run"]["train"]["lr"] == 0.002  # --set beats the file
+    assert saved["run"]["model"]["latent_dim"] == 5  # a flag beats the file
+    assert saved["config"]["hidden"] == [16]  # the file beats the default
+    assert saved["config"]["latent_dim"] == 5
+    assert not (out / "eval_test.json").exists()
+
+
+def test_evaluate_bad_inputs(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    _, run = _train(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "0"]) == 2
+    assert "k must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    """Stop mid-epoch (a checkpoint every 5 steps, then a simulated crash), resume, compare."""
+    common = [
+        *TINY,
+        "--epochs",
+        "2",
+        "--set",
+        "train.final_eval_n=0",
+        "--set",
+        "train.checkpoint_every_steps=5",
+    ]
+    full = tmp_path / "full"
+    assert main(["train", "--out", str(full), *common]) == 0
+
+    from vaelab.training import trainer as trainer_mod
+
+    part = tmp_path / "part"
+    crash_at = 37  # global steps: mid epoch 2 (32 steps per epoch), after the checkpoint at 35
+    original = trainer_mod.Trainer._train_step
+    calls = {"n": 0}
+
+    def crashing(self, x, beta):
+        calls["n"] += 1
+        if calls["n"] > crash_at:
+            raise SystemExit("simulated crash")
+        return original(self, x, beta)
+
+    trainer_mod.Trainer._train_step = crashing
+    try:
+        with pytest.raises(SystemExit):
+            main(["train", "--out", str(part), *common])
+    finally:
+        trainer_mod.Trainer._train_step = original
+    assert main(["train", "--out", str(part), "--resume", *common]) == 0
+
+    a = load_tensors(full / "checkpoint.safetensors")
+    b = load_tensors(part / "checkpoint.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        if key.startswith(("model/", "optim/")):
+            assert torch.equal(a[key], b[key]), key
+    assert torch.equal(
+        load_tensors(full / "model.safetensors")["encoder.1.0.weight"],
+        load_tensors(part / "model.safetensors")["encoder.1.0.weight"],
+    )
+    rows_a = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows_b] == [1, 2]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert ra["train_elbo"] == rb["train_elbo"] and ra["val_elbo"] == rb["val_elbo"]
