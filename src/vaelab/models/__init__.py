@@ -2,6 +2,7 @@
 
 from vaelab.models.base import MODEL_REGISTRY, SavableModel
 from vaelab.models.discrete_latent import DiscreteLatent, DiscreteLatentConfig
+from vaelab.models.hierarchical import HierarchicalVAE, HierarchicalVAEConfig
 from vaelab.models.linear_gaussian import LinearGaussian, LinearGaussianConfig
 from vaelab.models.vae import VAE, VAEConfig
 
@@ -10,6 +11,8 @@ __all__ = [
     "VAE",
     "DiscreteLatent",
     "DiscreteLatentConfig",
+    "HierarchicalVAE",
+    "HierarchicalVAEConfig",
     "LinearGaussian",
     "LinearGaussianConfig",
     "SavableModel",

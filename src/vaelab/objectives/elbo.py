@@ -89,6 +89,13 @@ def elbo(
         raise InvalidArgumentError(f"form must be one of {ELBO_FORMS}, got {form!r}")
     if not (beta >= 0 and math.isfinite(beta)):
         raise InvalidArgumentError(f"beta must be a finite number >= 0, got {beta}")
+    if q is None and hasattr(model, "log_weight_terms"):
+        # a posterior that is not one distribution (several stochastic layers): everything
+        # from the model's own samples; the KL is estimated on them.
+        _check_k("n_samples", n_samples or 0)
+        log_px_z, log_ratio = model.log_weight_terms(x, n_samples)
+        log_px_z, kl_term = log_px_z.mean(0), -log_ratio.mean(0)
+        return ELBOOutput(log_px_z - kl_term, log_px_z, kl_term, log_px_z - beta * kl_term)
     q = _posterior(model, x, q)
     prior = model.prior
     if n_samples is None:
