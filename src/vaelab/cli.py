@@ -224,17 +224,23 @@ def _add_train(sub) -> None:
 
 
 def cmd_train(args) -> int:
+    from vaelab.config import to_dict
     from vaelab.training.config import resolve
-    from vaelab.training.trainer import Trainer
+    from vaelab.training.trainer import Trainer, read_run_config
 
     flags = {}
     for flag, (key, _) in TRAIN_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             flags[key] = value
-    if args.resume and not args.out:
-        raise VaelabError("--resume needs --out RUN_DIR (the run to continue)")
-    cfg = resolve(args.config, args.overrides, flags)
+    base = None
+    if args.resume:
+        if not args.out:
+            raise VaelabError("--resume needs --out RUN_DIR (the run to continue)")
+        if (Path(args.out) / "config.json").exists():
+            # the run's own settings; flags given now are checked against them
+            base = to_dict(read_run_config(args.out))
+    cfg = resolve(args.config, args.overrides, flags, base=base)
     out = args.out or os.path.join(
         "runs", f"{Path(cfg.data.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )

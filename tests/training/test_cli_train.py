@@ -238,3 +238,27 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in rows_b] == [1, 2]
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert ra["train_elbo"] == rb["train_elbo"] and ra["val_elbo"] == rb["val_elbo"]
+
+
+def test_resume_checks_settings_and_may_extend_epochs(tmp_path, capsys):
+    code, run = _train(tmp_path, "--set", "train.final_eval_n=0")
+    assert code == 0
+    capsys.readouterr()
+    # a setting that changes the maths is refused, naming it
+    code = main(["train", "--out", str(run), "--resume", "--lr", "0.01"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.lr" in err and len(err.strip().splitlines()) == 1
+    # more epochs is fine, and the other settings come from the run itself
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    saved = json.loads((run / "config.json").read_text())["run"]
+    assert saved["train"]["epochs"] == 2 and saved["model"]["hidden"] == [32]
+
+
+def test_resume_without_a_checkpoint_starts_over(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    code = main(["train", "--out", str(run), "--resume", "--epochs", "1", *TINY])
+    assert code == 0
+    assert (run / "checkpoint.safetensors").exists()

@@ -47,12 +47,14 @@ def evaluate_model(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     progress: bool = False,
     autocast=None,
+    per_example: bool = False,
 ) -> dict[str, Any]:
     """All the evaluation numbers for ``model`` on the (already prepared) data ``x_all``.
 
     ``dequantized`` says the data are ``(x + u)/256`` of 8-bit values, so bits/dim gets the
     ``log2(256)`` correction. The sampling noise comes from a generator seeded with ``seed``
-    and the caller's global RNG state is restored afterwards.
+    and the caller's global RNG state is restored afterwards. ``per_example=True`` adds the
+    per-example tensors (``log_px``, ``stderr``, ``elbo``) under ``"per_example"``.
     """
     _check_k("k", k)
     _check_k("elbo_samples", elbo_samples)
@@ -122,6 +124,10 @@ def evaluate_model(
         "seconds": seconds,
         "seconds_per_image": seconds / n,
     }
+    if per_example:
+        result["per_example"] = {
+            key: cat[key] for key in ("log_px", "stderr", "elbo") if key in cat
+        }
     if "elbo" in cat:
         elbo_mean, elbo_se = _mean_se(cat["elbo"])
         rec, rec_se = _mean_se(cat["rec"])
@@ -150,6 +156,46 @@ def evaluate_model(
     return result
 
 
+def evaluate_split(
+    model,
+    data,
+    split: str = "test",
+    k: int = 5000,
+    n: int | None = None,
+    batch_size: int | None = None,
+    elbo_samples: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``split`` of a :class:`~vaelab.training.data.DataPipeline`.
+
+    The report names the split, the data preparation and the likelihood with the numbers.
+    """
+    x = data.eval_data(split)
+    if n is not None:
+        if n < 1:
+            raise InvalidArgumentError(f"n must be >= 1, got {n}")
+        x = x[:n]
+    result = evaluate_model(
+        model,
+        x,
+        k=k,
+        batch_size=batch_size,
+        elbo_samples=elbo_samples,
+        dequantized=data.dequantized,
+        seed=data.cfg.eval_seed,
+        progress=progress,
+    )
+    described = data.describe()
+    return {
+        "split": split,
+        "dataset": described["dataset"],
+        "binarization": described["binarization"],
+        "dequantized": described["dequantized"],
+        "likelihood": getattr(model.config, "likelihood", "bernoulli"),
+        **result,
+    }
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -164,29 +210,8 @@ def evaluate_run(
     """Evaluate a run directory's best model on ``split``; the data prepared as in training."""
     from vaelab.training.run import load_run
 
-    run = load_run(run_dir, device=device, data_dir=data_dir)
-    x = run.data.eval_data(split)
-    if n is not None:
-        if n < 1:
-            raise InvalidArgumentError(f"n must be >= 1, got {n}")
-        x = x[:n]
-    result = evaluate_model(
-        run.model,
-        x,
-        k=k,
-        batch_size=batch_size,
-        elbo_samples=elbo_samples,
-        dequantized=run.data.dequantized,
-        seed=run.cfg.data.eval_seed,
-        progress=progress,
+    run = load_run(run_dir, device=device, data_dir=data_dir, split=split)
+    report = evaluate_split(
+        run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress
     )
-    described = run.data.describe()
-    return {
-        "run": str(run_dir),
-        "split": split,
-        "dataset": described["dataset"],
-        "binarization": described["binarization"],
-        "dequantized": described["dequantized"],
-        "likelihood": run.likelihood,
-        **result,
-    }
+    return {"run": str(run_dir), **report}

@@ -20,6 +20,8 @@ from vaelab.errors import InvalidArgumentError
 from vaelab.models.base import SavableModel
 from vaelab.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
+LOGVAR_LIMIT = 30.0  # |log σ²| bound of the "logvar" scale: σ within [3e-7, 3.3e6]
+
 
 @dataclass
 class VAEConfig:
@@ -38,6 +40,10 @@ class VAEConfig:
     prior_std: float = 1.0
     learn_prior_std: bool = False
     min_posterior_std: float = 1e-4
+    # How the encoder's second head becomes q's scale: "softplus" (σ = softplus(r) + min,
+    # vaelab's default, see distributions/normal.py) or "logvar" (σ = exp(r/2), r clamped to
+    # ±LOGVAR_LIMIT: the parameterization of pytorch/examples and Pythae, for their weights).
+    posterior_scale: str = "softplus"
 
     def __post_init__(self):
         self.data_shape = tuple(self.data_shape)
@@ -58,6 +64,10 @@ class VAEConfig:
         if self.arch == "conv" and (not self.conv_channels or min(self.conv_channels) < 1):
             raise InvalidArgumentError(
                 f"conv_channels must be positive sizes, got {list(self.conv_channels)}"
+            )
+        if self.posterior_scale not in ("softplus", "logvar"):
+            raise InvalidArgumentError(
+                f"posterior_scale must be 'softplus' or 'logvar', got {self.posterior_scale!r}"
             )
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise InvalidArgumentError(
@@ -149,7 +159,11 @@ class VAE(SavableModel):
         """``q(z|x)``: a diagonal Gaussian with batch shape ``(B,)`` and event ``(L,)``."""
         self._check_x(x)
         loc, raw = self.encoder(x).chunk(2, dim=-1)  # (B, L) each
-        return diagonal_normal(loc, positive_scale(raw, self.config.min_posterior_std))
+        if self.config.posterior_scale == "logvar":
+            scale = (0.5 * raw.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)).exp()
+        else:
+            scale = positive_scale(raw, self.config.min_posterior_std)
+        return diagonal_normal(loc, scale)
 
     def decode(self, z: torch.Tensor) -> Independent:
         """``p(x|z)`` with batch shape ``z.shape[:-1]`` and event shape ``data_shape``."""

@@ -188,9 +188,10 @@ def resolve(
     file: str | Path | None = None,
     overrides: list[str] | None = None,
     flags: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Defaults → file → ``--set`` overrides → explicit flags (dotted keys), checked."""
-    data: dict[str, Any] = {}
+    """Defaults (or ``base``) → file → ``--set`` overrides → explicit flags, checked."""
+    data: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
     if file is not None:
         deep_update(data, load_file(file))
     for text in overrides or []:

@@ -18,6 +18,7 @@ from vaelab.errors import DataError
 from vaelab.training.config import DataConfig
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
+IN_MEMORY = "<tensors>"  # the dataset name of data handed to the trainer as tensors
 
 
 def is_array_path(dataset: str) -> bool:
@@ -33,6 +34,7 @@ class DataPipeline:
         likelihood: str,
         device: torch.device | str = "cpu",
         primary: str = "train",
+        tensors: dict[str, torch.Tensor] | None = None,
     ):
         self.cfg = cfg
         self.likelihood = likelihood
@@ -40,6 +42,9 @@ class DataPipeline:
         self._raw: dict[str, torch.Tensor] = {}
         self._eval: dict[str, torch.Tensor] = {}
         self._labels: dict[str, torch.Tensor | None] = {}
+        for split, x in (tensors or {}).items():  # data handed over in memory
+            self._raw[split] = x.to(self.device)
+            self._labels[split] = None
         first = self.raw(primary)  # the split whose type and shape define the data
         self.eight_bit = first.dtype == torch.uint8
         self.data_shape = tuple(first.shape[1:])
@@ -50,6 +55,8 @@ class DataPipeline:
         """The split as stored: uint8 images or float arrays, on the pipeline's device."""
         if split not in self._raw:
             d = self.cfg
+            if d.dataset == IN_MEMORY:
+                raise DataError(f"no {split} split was given to the in-memory dataset")
             if is_array_path(d.dataset):
                 s = load_array_split(d.dataset, split, seed=d.eval_seed)
             else:

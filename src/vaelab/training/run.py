@@ -8,13 +8,10 @@ from pathlib import Path
 
 import torch
 
-from vaelab.config import from_dict
-from vaelab.errors import CheckpointError, VaelabError
-from vaelab.io import read_json
-from vaelab.models.base import CONFIG_FILE, SavableModel
+from vaelab.models.base import SavableModel
 from vaelab.training.config import RunConfig
 from vaelab.training.data import DataPipeline
-from vaelab.training.trainer import resolve_device
+from vaelab.training.trainer import read_run_config, resolve_device
 
 
 @dataclass
@@ -28,19 +25,6 @@ class LoadedRun:
     @property
     def likelihood(self) -> str:
         return getattr(self.model.config, "likelihood", "bernoulli")
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    path = Path(run_dir) / CONFIG_FILE
-    if not Path(run_dir).is_dir():
-        raise CheckpointError(f"{run_dir}: no such run directory")
-    meta = read_json(path, "run config")
-    if not isinstance(meta, dict) or "run" not in meta:
-        raise CheckpointError(f"{path}: not a vaelab run (no 'run' section)")
-    try:
-        return from_dict(RunConfig, meta["run"])
-    except VaelabError as e:
-        raise CheckpointError(f"{path}: {e}") from None
 
 
 def load_run(

@@ -36,12 +36,12 @@ import torch
 
 from vaelab import __version__
 from vaelab.config import from_dict, to_dict
-from vaelab.errors import CheckpointError, ConfigError, VaelabError
+from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
 from vaelab.io import atomic_write_json, fsync_dir, read_json, save_tensors
 from vaelab.models.base import CONFIG_FILE, FORMAT_VERSION, MODEL_REGISTRY, WEIGHTS_FILE
 from vaelab.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaelab.training.config import RunConfig, validate
-from vaelab.training.data import DataPipeline
+from vaelab.training.data import IN_MEMORY, DataPipeline
 from vaelab.training.objective import STAT_NAMES, Objective
 from vaelab.training.schedules import kl_weight, learning_rate
 
@@ -49,6 +49,37 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval_test.json"
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_FILE, EVAL_FILE)
 SYNC_EVERY = 25  # steps between reads of device-side statistics (progress bar, NaN checks)
+
+
+# Settings a resumed run may change: none of them alters the trajectory of the parameters.
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.threads",
+    "train.device",
+    "train.checkpoint_every_s",
+    "train.checkpoint_every_steps",
+    "train.final_eval_k",
+    "train.final_eval_n",
+    "data.data_dir",
+)
+
+
+def _flat_keys(d: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "model":
+            keys |= _flat_keys(v, f"{prefix}{k}.")
+        else:
+            keys.add(prefix + k)
+    return keys
+
+
+def _lookup(d: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
 
 
 class TrainingDiverged(VaelabError):
@@ -69,6 +100,20 @@ class TrainResult:
     skipped_steps: int
     rollbacks: int
     test: dict | None = None
+
+
+def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The resolved run config saved in a run directory."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    meta = read_json(path, "run config")
+    if not isinstance(meta, dict) or "run" not in meta:
+        raise CheckpointError(f"{path}: not a vaelab run (no 'run' section)")
+    try:
+        return from_dict(RunConfig, meta["run"])
+    except VaelabError as e:
+        raise CheckpointError(f"{path}: {e}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -154,7 +199,9 @@ class Trainer:
         overwrite: bool = False,
         progress: bool = True,
         log: Callable[[str], None] | None = None,
+        tensors: dict[str, torch.Tensor] | None = None,
     ):
+        """``tensors``: train/valid(/test) data in memory instead of ``cfg.data.dataset``."""
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -170,7 +217,14 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
-        self.data = DataPipeline(self.cfg.data, model_likelihood(self.cfg), self.device)
+        if tensors is not None:
+            cfg = dataclasses.replace(
+                self.cfg, data=dataclasses.replace(self.cfg.data, dataset=IN_MEMORY)
+            )
+            self.cfg = cfg
+        self.data = DataPipeline(
+            self.cfg.data, model_likelihood(self.cfg), self.device, tensors=tensors
+        )
         torch.manual_seed(t.seed)
         self.model = build_model(self.cfg, self.data.data_shape).to(self.device)
         self.objective = Objective(t)
@@ -207,23 +261,29 @@ class Trainer:
         d.mkdir(parents=True, exist_ok=True)
 
     def _config_for_resume(self, cfg: RunConfig) -> RunConfig:
-        """The saved run's config; of the new one only ``train.epochs`` may differ."""
-        path = self.run_dir / CONFIG_FILE
+        """Check ``cfg`` against the saved run: only settings that do not change the maths
+        (``RESUMABLE_CHANGES``) may differ. Without a checkpoint (the run was stopped before
+        its first one) the run starts over."""
         if not (self.run_dir / CHECKPOINT_FILE).exists():
-            raise CheckpointError(
-                f"{self.run_dir}: nothing to resume (no {CHECKPOINT_FILE}); start it without "
-                "--resume"
+            self.log(f"{self.run_dir}: no checkpoint yet, starting the run from the beginning")
+            self.resuming = False
+            if self.run_dir.exists():
+                self._prepare_new_run_dir(overwrite=True)
+            return cfg
+        saved = to_dict(read_run_config(self.run_dir))
+        given = to_dict(cfg)
+        changed = [
+            key
+            for key in _flat_keys(saved) | _flat_keys(given)
+            if _lookup(saved, key) != _lookup(given, key) and key not in RESUMABLE_CHANGES
+        ]
+        if changed:
+            raise ConfigError(
+                f"--resume continues {self.run_dir} as it was configured; these settings differ "
+                f"from the saved run: {', '.join(sorted(changed))} (only "
+                f"{', '.join(RESUMABLE_CHANGES)} may change)"
             )
-        meta = read_json(path, "run config")
-        if not isinstance(meta, dict) or "run" not in meta:
-            raise CheckpointError(f"{path}: not a vaelab run config")
-        try:
-            saved = from_dict(RunConfig, meta["run"])
-        except VaelabError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        return dataclasses.replace(
-            saved, train=dataclasses.replace(saved.train, epochs=cfg.train.epochs)
-        )
+        return cfg
 
     def _write_config(self) -> None:
         atomic_write_json(
@@ -413,6 +473,12 @@ class Trainer:
         if self.resuming:
             self._restore()
             self._clean_metrics(self.state["epoch"])
+            s = self.state
+            if s["done"] and not s["stopped_early"] and s["epoch"] < self.cfg.train.epochs:
+                s["done"] = False  # more epochs were asked for: the old report is stale
+                with contextlib.suppress(FileNotFoundError):
+                    (self.run_dir / EVAL_FILE).unlink()
+            self._write_config()  # records the settings that may change on resume
             self.log(
                 f"resuming {self.run_dir} at epoch {self.state['epoch'] + 1}, "
                 f"step {self.state['step_in_epoch']}/{self.steps_per_epoch}"
@@ -442,20 +508,21 @@ class Trainer:
             return read_json(path, "evaluation")
         if t.final_eval_n == 0:
             return None
-        from vaelab.evaluation.report import evaluate_run
+        try:
+            self.data.raw("test")
+        except DataError:
+            return None  # in-memory data without a test split
+        from vaelab.evaluation.report import evaluate_split
+        from vaelab.models.base import SavableModel
         from vaelab.viz.run_pictures import write_run_pictures
 
         self.log(f"evaluating the best model (epoch {self.state['best_epoch']}) on the test split")
-        report = evaluate_run(
-            self.run_dir,
-            split="test",
-            k=t.final_eval_k,
-            n=t.final_eval_n,
-            device=str(self.device),
-            progress=self.progress,
+        best = SavableModel.load(self.run_dir, map_location=self.device)
+        report = evaluate_split(
+            best, self.data, "test", k=t.final_eval_k, n=t.final_eval_n, progress=self.progress
         )
-        atomic_write_json(path, report)
-        write_run_pictures(self.run_dir)
+        atomic_write_json(path, {"run": str(self.run_dir), **report})
+        write_run_pictures(self.run_dir, best, self.data.eval_data("test"))
         return report
 
     def _init_model(self) -> None:
@@ -519,11 +586,11 @@ class Trainer:
             else:
                 if bar is not None:
                     bar.close()
-                rate = images / max(time.perf_counter() - t0, 1e-9)
-                self._end_epoch(epoch, rate, lr, beta)
+                seconds = max(time.perf_counter() - t0, 1e-9)
+                self._end_epoch(epoch, images / seconds, seconds, lr, beta)
                 last_ckpt = time.monotonic()
 
-    def _end_epoch(self, epoch, images_per_s, lr, beta) -> None:
+    def _end_epoch(self, epoch, images_per_s, epoch_seconds, lr, beta) -> None:
         t, s = self.cfg.train, self.state
         seen = max(s["seen"], 1)
         train = {k: v / seen for k, v in zip(STAT_NAMES, s["sums"], strict=True)}
@@ -548,6 +615,7 @@ class Trainer:
             **val,
             "best": improved,
             "train_images_per_s": images_per_s,
+            "epoch_seconds": epoch_seconds,
             "lr": lr,
             "beta": beta,
             "skipped_steps": s["skipped_steps"],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from vaelab.viz.grid import save_images
 from vaelab.viz.pictures import reconstructions, samples
 
@@ -12,20 +14,13 @@ def is_image_shape(shape) -> bool:
     return len(shape) == 3 and shape[0] in (1, 3, 4)
 
 
-def write_run_pictures(run_dir: str | Path, n: int = 64, seed: int = 0) -> list[Path]:
-    """``samples.png`` and ``reconstructions.png`` in the run directory (image data only)."""
-    from vaelab.training.run import load_run
-
-    run = load_run(run_dir, device="cpu")
-    shape = tuple(run.model.config.data_shape)
-    if not is_image_shape(shape):
+def write_run_pictures(run_dir: str | Path, model, x: torch.Tensor, seed: int = 0) -> list[Path]:
+    """``samples.png`` (64 prior samples) and ``reconstructions.png`` (of ``x[:32]``)."""
+    if not is_image_shape(tuple(x.shape[1:])):
         return []
     run_dir = Path(run_dir)
-    written = [save_images(samples(run.model, n, seed=seed), run_dir / "samples.png", nrow=8)]
-    x = run.data.eval_data("test")[:32]
-    written.append(
-        save_images(
-            reconstructions(run.model, x, per_row=8), run_dir / "reconstructions.png", nrow=8
-        )
-    )
+    model = model.to("cpu")
+    written = [save_images(samples(model, 64, seed=seed), run_dir / "samples.png", nrow=8)]
+    recon = reconstructions(model, x[:32].cpu(), per_row=8)
+    written.append(save_images(recon, run_dir / "reconstructions.png", nrow=8))
     return written

@@ -1,0 +1,29 @@
+"""Fixtures for the reliability tests: an isolated data folder, no network, a shared
+uninterrupted reference run (made by the real ``vaelab train`` in a subprocess)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.reliability import harness
+
+
+@pytest.fixture(autouse=True)
+def _offline_private_data_home(tmp_path, monkeypatch):
+    """No test reads the user's dataset cache or reaches the network (in process)."""
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setenv("VAELAB_DATA", str(tmp_path / "vaelab-data"))
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory) -> harness.Reference:
+    """One uninterrupted run of ``harness.TRAIN_ARGS`` (fixed seed, CPU, one thread)."""
+    root = tmp_path_factory.mktemp("reference")
+    return harness.make_reference(root)
