@@ -34,7 +34,7 @@ import _common
 import _peers
 import _vaelab
 
-#: The vaelab contender (`_vaelab.train_factory`): a factory ``f(data, args) -> run`` where ``data`` is the
+#: The vaelab contender (`_vaelab.train_factory`): ``f(data, args) -> run`` where ``data`` is the
 #: binarized training tensor (N, 784) float32 that the peers get, ``args`` the parsed
 #: command line (``args.batch_size``, ``args.lr``, ``args.seed``, ``args.threads``), and
 #: ``run()`` trains a *fresh* model for one epoch with vaelab's fast trainer and returns at
