@@ -262,3 +262,12 @@ def test_resume_without_a_checkpoint_starts_over(tmp_path):
     code = main(["train", "--out", str(run), "--resume", "--epochs", "1", *TINY])
     assert code == 0
     assert (run / "checkpoint.safetensors").exists()
+
+
+def test_overwrite_with_a_bad_setting_keeps_the_old_run(tmp_path, capsys):
+    _, run = _train(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, _ = _train(tmp_path, "--overwrite", "--dataset", "missing.npy")
+    assert code == 2
+    assert "missing.npy" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -211,7 +211,9 @@ class Trainer:
         if resume:
             cfg = self._config_for_resume(cfg)
         else:
-            self._prepare_new_run_dir(overwrite)
+            self._check_new_run_dir(overwrite)
+        # Everything that can fail on bad input (config, data, model) happens before the run
+        # directory is touched, so a mistake never costs an earlier run its files.
         self.cfg = validate(cfg)
         t = self.cfg.train
         if t.threads:
@@ -240,7 +242,7 @@ class Trainer:
         self.tb = None
 
     # -- run directory -------------------------------------------------------------------
-    def _prepare_new_run_dir(self, overwrite: bool) -> None:
+    def _check_new_run_dir(self, overwrite: bool) -> None:
         d = self.run_dir
         if d.exists() and not d.is_dir():
             raise CheckpointError(f"{d}: exists and is not a directory")
@@ -252,6 +254,11 @@ class Trainer:
                 )
             if not any((d / f).exists() for f in (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE)):
                 raise CheckpointError(f"{d}: not a vaelab run directory; refusing to overwrite it")
+
+    def _prepare_new_run_dir(self) -> None:
+        """Empty an old run's files out of the run directory (checked before) and create it."""
+        d = self.run_dir
+        if d.is_dir():
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (d / name).unlink()
@@ -267,8 +274,7 @@ class Trainer:
         if not (self.run_dir / CHECKPOINT_FILE).exists():
             self.log(f"{self.run_dir}: no checkpoint yet, starting the run from the beginning")
             self.resuming = False
-            if self.run_dir.exists():
-                self._prepare_new_run_dir(overwrite=True)
+            self._check_new_run_dir(overwrite=True)
             return cfg
         saved = to_dict(read_run_config(self.run_dir))
         given = to_dict(cfg)
@@ -484,6 +490,7 @@ class Trainer:
                 f"step {self.state['step_in_epoch']}/{self.steps_per_epoch}"
             )
         else:
+            self._prepare_new_run_dir()
             self._init_model()
             self._write_config()
             self._save_best()  # a usable model exists from the start
