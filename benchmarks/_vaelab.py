@@ -100,3 +100,60 @@ def loglik_factory(sd: Mapping[str, torch.Tensor], x: torch.Tensor, k: int):
         }
 
     return run
+
+
+def canonical_from_vae(model: VAE) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`vae_from_canonical` (the model must use ``posterior_scale="logvar"``)."""
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    mu_w, logvar_w = sd["encoder.1.2.weight"].chunk(2)
+    mu_b, logvar_b = sd["encoder.1.2.bias"].chunk(2)
+    return {
+        "enc.hidden.weight": sd["encoder.1.0.weight"],
+        "enc.hidden.bias": sd["encoder.1.0.bias"],
+        "enc.mu.weight": mu_w,
+        "enc.mu.bias": mu_b,
+        "enc.logvar.weight": logvar_w,
+        "enc.logvar.bias": logvar_b,
+        "dec.hidden.weight": sd["decoder.0.weight"],
+        "dec.hidden.bias": sd["decoder.0.bias"],
+        "dec.logits.weight": sd["decoder.2.weight"],
+        "dec.logits.bias": sd["decoder.2.bias"],
+    }
+
+
+# vaelab's CPU recipe for W3 (same 784-400-20 network as the peers, so one estimator scores
+# everyone): a larger constant learning rate and the output bias started at the data mean.
+W3_RECIPE = {
+    "train.batch_size": 128,
+    "train.lr": 3e-3,
+    "train.init_output_bias": True,
+}
+
+
+def time_to_quality_recipe(train: torch.Tensor, args: argparse.Namespace):
+    """W3 contender: yields (training seconds so far, canonical weights) after each epoch."""
+    images = train.reshape(-1, 1, 28, 28)
+    with tempfile.TemporaryDirectory() as d:
+        run = Path(d) / "run"
+        for epoch in range(1, args.max_epochs + 1):
+            flags = {
+                **examples_model_flags(),
+                "model.posterior_scale": "logvar",
+                "data.binarize": "none",
+                "train.epochs": epoch,
+                "train.seed": args.seed,
+                "train.final_eval_n": 0,
+                "train.checkpoint_every_s": 1e9,
+                **W3_RECIPE,
+            }
+            trainer = Trainer(
+                resolve(None, [], flags),
+                run,
+                resume=epoch > 1,
+                progress=False,
+                log=lambda msg: None,
+                tensors={"train": images, "valid": images[:1000]},
+            )
+            trainer.run()
+            rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            yield sum(r["epoch_seconds"] for r in rows), canonical_from_vae(trainer.model)

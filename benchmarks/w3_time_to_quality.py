@@ -40,16 +40,15 @@ import torch
 
 import _common
 import _peers
+import _vaelab
 
-#: TODO(vaelab): vaelab's best CPU recipe. A factory ``f(train, args) -> iterator`` where
-#: ``train`` is the (N, 784) statically binarized training tensor the peers get (a recipe
-#: that binarizes dynamically can load grey images with ``_common.load_mnist("train")``
-#: and must say so), ``args`` the parsed command line. Each ``next()`` trains one more epoch
-#: and yields ``(train_seconds_so_far, canonical_state_dict)``, the seconds counting
-#: training only. ``None`` = not run.
+#: vaelab's best CPU recipe (`_vaelab.time_to_quality_recipe`): ``f(train, args) -> iterator``
+#: where ``train`` is the (N, 784) statically binarized training tensor the peers get and
+#: ``args`` the parsed command line. Each ``next()`` trains one more epoch and yields
+#: ``(train_seconds_so_far, canonical_state_dict)``, the seconds counting training only.
 vaelab_recipe: (
     Callable[[torch.Tensor, argparse.Namespace], Iterator[tuple[float, Mapping]]] | None
-) = None
+) = _vaelab.time_to_quality_recipe
 
 
 class Tracker:

@@ -373,7 +373,10 @@ class Trainer:
     def _restore(self) -> None:
         path = self.run_dir / CHECKPOINT_FILE
         state, rng = load_checkpoint(path, self.model, self.optimizer)
-        self.state = {**self._fresh_state(), **state}
+        # in place: the loop holds a reference to this dict
+        fresh = {**self._fresh_state(), **state}
+        self.state.clear()
+        self.state.update(fresh)
         self._set_rng_state(rng)
 
     def _save_best(self) -> None:
