@@ -468,8 +468,15 @@ def cmd_datasets(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (the full usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vaelab",
         description=(
             "Train, evaluate and inspect variational auto-encoders, with honest numbers. "
@@ -514,6 +521,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("vaelab: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:  # a full disk, a folder without permission: still one line
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"vaelab: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

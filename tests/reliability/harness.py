@@ -11,13 +11,11 @@ and at the end that the final training state (weights, optimizer moments, RNG st
 counters), ``model.safetensors`` and the per-epoch metrics are bit-identical to an
 uninterrupted run with the same seed, with each epoch in ``metrics.jsonl`` exactly once.
 
-How a killed run is restarted (the behaviour the CLI must support):
-
-* a checkpoint exists → ``vaelab train --resume --out DIR`` (same arguments);
-* no checkpoint yet (killed during start-up, before the first checkpoint was renamed into
-  place) and the folder holds files → ``--overwrite``: nothing was trained, so starting again
-  loses nothing and must still end identical to the uninterrupted run;
-* no folder, or an empty one → the same command again.
+How a killed run is restarted: always ``vaelab train --resume --out DIR`` with the same
+arguments, as a user would. With a checkpoint it continues from there; without one (killed
+during start-up, before the first checkpoint was renamed into place, or even before the run
+folder existed) it must start the run over, and the run must still end identical to the
+uninterrupted one.
 
 Kill moments (``MODES``):
 
@@ -260,16 +258,9 @@ class Summary:
             f"checkpoint write, {self.kills_before_first_checkpoint} before the first "
             f"checkpoint; by mode {self.kills_by_mode}); {self.unreadable_checkpoints} "
             f"unreadable checkpoints; {self.torn_metrics} torn metrics files; "
+            f"{self.stale_tmp_files_at_end} temporary files left in finished runs; "
             f"{self.processes} processes in {self.seconds:.0f} s"
         )
-
-
-def _next_args(run_dir: Path) -> list[str]:
-    if (run_dir / CKPT).exists():
-        return ["--resume"]
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        return ["--overwrite"]
-    return []
 
 
 def _inode(path: Path) -> int | None:
@@ -364,7 +355,7 @@ def run_trial(
             mode = None
         had_ckpt = (run_dir / CKPT).exists()
         stale = ckpt_tmp_names(run_dir)
-        args = _next_args(run_dir)
+        args = ["--resume"] if kills else []
         t0 = time.monotonic()
         proc = subprocess.Popen(
             vaelab_cmd("train", "--out", str(run_dir), *args, *TRAIN_ARGS),

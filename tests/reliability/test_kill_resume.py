@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability import harness
+from tests.reliability.checks import assert_one_line_error, run_cli
 from vaelab.cli import main
 from vaelab.training.checkpoint import read_checkpoint
 
@@ -170,24 +171,18 @@ class _StopAfter:
         return False
 
 
-@pytest.mark.xfail(
-    reason="the resume command printed on Ctrl-C omits --epochs, and --resume without "
-    "--epochs trains to the default 10 epochs instead of the run's own",
-    strict=True,
-)
 def test_printed_resume_command_finishes_the_run_as_configured(
     reference_run, tmp_path, capsys, monkeypatch
 ):
     from vaelab.training import trainer as trainer_mod
 
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(trainer_mod, "_StopFlag", lambda: _StopAfter(20))
-    assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 130
+    with monkeypatch.context() as mp:
+        mp.setattr(trainer_mod, "_StopFlag", lambda: _StopAfter(20))
+        assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     m = INTERRUPTED.match(last)
     assert m, last
-    monkeypatch.undo()
-    monkeypatch.setenv("VAELAB_DATA", str(reference_run.data_home))
     argv = shlex.split(m.group(3))
     assert argv[0] == "vaelab"
     assert main([*argv[1:], "--quiet"]) == 0
@@ -209,70 +204,54 @@ def _killed_before_first_checkpoint(tmp_path: Path) -> Path:
     return run_dir
 
 
-def test_killed_before_first_checkpoint_restarts_with_overwrite(reference_run, tmp_path, capsys):
+def test_resume_after_a_kill_before_the_first_checkpoint_starts_over(
+    reference_run, tmp_path, capsys
+):
     run_dir = _killed_before_first_checkpoint(tmp_path)
-    capsys.readouterr()
-    assert main(["train", "--out", str(run_dir), "--resume", *harness.TRAIN_ARGS]) == 2
-    err = capsys.readouterr().err
-    assert "nothing to resume" in err and len(err.strip().splitlines()) == 1
-    assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 2
-    err = capsys.readouterr().err
-    assert "run directory exists" in err and len(err.strip().splitlines()) == 1
-    assert main(["train", "--out", str(run_dir), "--overwrite", *harness.TRAIN_ARGS]) == 0
+    code, _, err = run_cli(capsys, ["train", "--out", str(run_dir), *harness.TRAIN_ARGS])
+    assert code == 2
+    assert_one_line_error(err, "run directory exists", "--resume", "--overwrite")
+    code, _, err = run_cli(
+        capsys, ["train", "--out", str(run_dir), "--resume", *harness.TRAIN_ARGS]
+    )
+    assert code == 0, err
+    assert "starting the run from the beginning" in err
     assert harness.differences(reference_run.run_dir, run_dir) == []
 
 
-@pytest.mark.xfail(
-    reason="'nothing to resume' advises starting without --resume, which is then refused "
-    "because the folder exists; the advice should name --overwrite",
-    strict=True,
-)
-def test_nothing_to_resume_message_gives_a_command_that_works(tmp_path, capsys):
-    run_dir = _killed_before_first_checkpoint(tmp_path)
-    capsys.readouterr()
-    assert main(["train", "--out", str(run_dir), "--resume", *harness.TRAIN_ARGS]) == 2
-    err = capsys.readouterr().err
-    assert "nothing to resume" in err
-    assert "--overwrite" in err
+def test_resume_of_a_run_killed_before_its_folder_existed_starts_it(
+    reference_run, tmp_path, capsys
+):
+    run_dir = tmp_path / "never-created"
+    code, _, err = run_cli(
+        capsys, ["train", "--out", str(run_dir), "--resume", *harness.TRAIN_ARGS]
+    )
+    assert code == 0, err
+    assert harness.differences(reference_run.run_dir, run_dir) == []
 
 
-@pytest.mark.xfail(
-    reason="a run folder holding only the temporary file of its first write (killed then) "
-    "can be neither resumed, nor started, nor overwritten ('not a vaelab run directory')",
-    strict=True,
-)
-def test_killed_during_first_write_can_be_started_again(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
+def test_killed_during_first_write_can_be_started_again(tmp_path, capsys, flag):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / ".config.json.x1y2z3.tmp").write_text('{"class": "VA')
-    assert main(["train", "--out", str(run_dir), "--overwrite", *harness.TRAIN_ARGS]) == 0, (
-        capsys.readouterr().err
-    )
+    code, _, err = run_cli(capsys, ["train", "--out", str(run_dir), flag, *harness.TRAIN_ARGS])
+    assert code == 0, err
 
 
-@pytest.mark.xfail(
-    reason="temporary files of a write killed midway stay in the run folder for good; "
-    "neither --resume nor --overwrite removes them",
-    strict=True,
-)
 def test_resume_removes_temporary_files_of_a_killed_write(tmp_path, monkeypatch):
     from vaelab.training import trainer as trainer_mod
 
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(trainer_mod, "_StopFlag", lambda: _StopAfter(20))
-    assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 130
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(trainer_mod, "_StopFlag", lambda: _StopAfter(20))
+        assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 130
     stale = run_dir / ".checkpoint.safetensors.k9j8h7.tmp"  # what a SIGKILL mid-write leaves
     stale.write_bytes(b"\0" * 1000)
     assert main(["train", "--out", str(run_dir), "--resume", *harness.TRAIN_ARGS]) == 0
     assert not stale.exists()
 
 
-@pytest.mark.xfail(
-    reason="--resume --epochs N on a finished run logs 'resuming ... at epoch 2' and exits 0 "
-    "without training: the saved state's done flag wins over the larger epoch count",
-    strict=True,
-)
 def test_resume_with_more_epochs_extends_a_finished_run(reference_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(["train", "--out", str(run_dir), *harness.train_args(epochs=1)]) == 0
@@ -295,10 +274,9 @@ def test_metrics_lines_beyond_the_checkpoint_are_dropped_on_resume(
             raise SystemExit("simulated kill")
         original(self)
 
-    monkeypatch.setattr(trainer_mod.Trainer, "save_checkpoint", crash_at_end_of_epoch_2)
-    with pytest.raises(SystemExit):
+    with monkeypatch.context() as m, pytest.raises(SystemExit):
+        m.setattr(trainer_mod.Trainer, "save_checkpoint", crash_at_end_of_epoch_2)
         main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS])
-    monkeypatch.undo()
     meta, _ = read_checkpoint(run_dir / harness.CKPT)
     assert meta["state"]["epoch"] == 1  # the checkpoint is mid epoch 2 ...
     assert [r["epoch"] for r in harness.metrics_rows(run_dir)] == [1, 2]  # ... metrics past it

@@ -80,13 +80,22 @@ class SavableModel(nn.Module):
             config = from_dict(model_cls.config_class, meta["config"])
         except VaelabError as e:
             raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
-        model = model_cls(config)
-        state = load_tensors(directory / WEIGHTS_FILE)
         try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
+            with torch.device("meta"):  # sizes first: a config may claim any size
+                skeleton = model_cls(config)
+        except VaelabError as e:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
+        state = load_tensors(directory / WEIGHTS_FILE)
+        want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if want != got:
+            diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+            k = diff[0]
             raise CheckpointError(
-                f"{directory / WEIGHTS_FILE}: weights do not fit the config ({first})"
-            ) from None
+                f"{directory / WEIGHTS_FILE}: weights do not fit the config ({k}: config says "
+                f"{list(want[k]) if k in want else 'absent'}, file has "
+                f"{list(got[k]) if k in got else 'absent'})"
+            )
+        model = model_cls(config)
+        model.load_state_dict(state, strict=True)
         return model.to(map_location)

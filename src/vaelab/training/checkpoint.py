@@ -78,11 +78,17 @@ def load_checkpoint(
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("optim/"):
-            _, idx, key = k.split("/", 2)
-            opt_state.setdefault(int(idx), {})[key] = v
+            parts = k.split("/", 2)
+            if len(parts) != 3 or not parts[1].isdigit():
+                raise CheckpointError(f"{path}: unexpected tensor {k!r}; tampered")
+            opt_state.setdefault(int(parts[1]), {})[parts[2]] = v
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
+    if not isinstance(meta.get("state"), dict):
+        raise CheckpointError(f"{path}: no training state in the checkpoint; tampered")
     rng = {k[len("rng/") :]: v for k, v in tensors.items() if k.startswith("rng/")}
+    if not {"torch", "data"} <= rng.keys():
+        raise CheckpointError(f"{path}: RNG state missing; tampered")
     return meta["state"], rng

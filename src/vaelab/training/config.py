@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,33 @@ OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("standard", "dreg")
 BINARIZE = ("dynamic", "fixed", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, reading 1e-3 as a number as YAML 1.2 and JSON do (YAML 1.1 wants 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+# What a malformed document can raise besides YAMLError: PyYAML's constructors convert tagged
+# scalars with int()/float()/regexes (`!!int a`, `!!float`), and nesting recurses.
+_PARSE_ERRORS = (
+    yaml.YAMLError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+
+
+def _yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no tags, no code
 
 
 @dataclass
@@ -138,9 +166,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config file: {e}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        first = str(e).strip().splitlines()[0]
+        data = json.loads(text) if path.suffix == ".json" else _yaml_load(text)
+    except _PARSE_ERRORS as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"{path}: not a valid config file ({first})") from None
     if data is None:
         return {}
@@ -158,8 +186,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = _yaml_load(raw) if raw.strip() else None
+    except _PARSE_ERRORS:
         value = raw
     return key.split("."), value
 

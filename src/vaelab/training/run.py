@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.errors import DataError
 from vaelab.models.base import SavableModel
 from vaelab.training.config import RunConfig
 from vaelab.training.data import DataPipeline
@@ -47,4 +48,10 @@ def load_run(
     model.eval()
     likelihood = getattr(model.config, "likelihood", "bernoulli")
     data = DataPipeline(cfg.data, likelihood, dev, primary=split)
+    want = getattr(model.config, "data_shape", None)
+    if want is not None and tuple(data.data_shape) != tuple(want):
+        raise DataError(
+            f"{cfg.data.dataset}: the {split} data have shape {list(data.data_shape)} per "
+            f"example, but the model in {run_dir} expects {list(want)}"
+        )
     return LoadedRun(run_dir=run_dir, cfg=cfg, model=model, data=data, device=dev)

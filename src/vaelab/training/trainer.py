@@ -37,7 +37,7 @@ import torch
 from vaelab import __version__
 from vaelab.config import from_dict, to_dict
 from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
-from vaelab.io import atomic_write_json, fsync_dir, read_json, save_tensors
+from vaelab.io import atomic_write_json, fsync_dir, load_tensors, read_json, save_tensors
 from vaelab.models.base import CONFIG_FILE, FORMAT_VERSION, MODEL_REGISTRY, WEIGHTS_FILE
 from vaelab.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaelab.training.config import RunConfig, validate
@@ -110,10 +110,40 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
     meta = read_json(path, "run config")
     if not isinstance(meta, dict) or "run" not in meta:
         raise CheckpointError(f"{path}: not a vaelab run (no 'run' section)")
+    name = meta.get("class")
+    if not isinstance(name, str) or name not in MODEL_REGISTRY:
+        raise CheckpointError(
+            f"{path}: unknown model class {name!r} (known: {', '.join(sorted(MODEL_REGISTRY))})"
+        )
     try:
         return from_dict(RunConfig, meta["run"])
     except VaelabError as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+def _stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temporary files of atomic writes a crash interrupted (``vaelab.io.atomic_write_bytes``)."""
+    if not run_dir.is_dir():
+        return []
+    return [p for name in RUN_FILES for p in run_dir.glob(f".{name}.*.tmp")]
+
+
+# The JSON training state of a checkpoint: key → accepted types (a tampered file is refused).
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "epoch": (int,),
+    "step_in_epoch": (int,),
+    "global_step": (int,),
+    "best_val_elbo": (int, float, type(None)),
+    "best_epoch": (int, type(None)),
+    "epochs_since_best": (int,),
+    "skipped_steps": (int,),
+    "rollbacks": (int,),
+    "lr_scale": (int, float),
+    "sums": (list,),
+    "seen": (int,),
+    "done": (bool,),
+    "stopped_early": (bool,),
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -246,7 +276,8 @@ class Trainer:
         d = self.run_dir
         if d.exists() and not d.is_dir():
             raise CheckpointError(f"{d}: exists and is not a directory")
-        if d.is_dir() and any(d.iterdir()):
+        stale = set(_stale_temp_files(d))
+        if d.is_dir() and any(p not in stale for p in d.iterdir()):
             if not overwrite:
                 raise CheckpointError(
                     f"{d}: run directory exists; pass --resume to continue it or --overwrite "
@@ -262,7 +293,7 @@ class Trainer:
             for name in RUN_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (d / name).unlink()
-            for extra in d.glob("*.png"):
+            for extra in [*d.glob("*.png"), *_stale_temp_files(d)]:
                 extra.unlink()
             shutil.rmtree(d / "tensorboard", ignore_errors=True)
         d.mkdir(parents=True, exist_ok=True)
@@ -292,6 +323,14 @@ class Trainer:
         return cfg
 
     def _write_config(self) -> None:
+        try:
+            self._write_config_file()
+        except OSError as e:
+            raise CheckpointError(
+                f"{self.run_dir / CONFIG_FILE}: could not write the run config ({e.strerror or e})"
+            ) from None
+
+    def _write_config_file(self) -> None:
         atomic_write_json(
             self.run_dir / CONFIG_FILE,
             {
@@ -373,11 +412,23 @@ class Trainer:
     def _restore(self) -> None:
         path = self.run_dir / CHECKPOINT_FILE
         state, rng = load_checkpoint(path, self.model, self.optimizer)
+        for key, value in state.items():
+            types = _STATE_TYPES.get(key)
+            if types is None or not isinstance(value, types):
+                raise CheckpointError(
+                    f"{path}: training state {key}={value!r} is not valid; tampered"
+                )
+        sums = state.get("sums", [0.0] * len(STAT_NAMES))
+        if len(sums) != len(STAT_NAMES) or not all(isinstance(v, (int, float)) for v in sums):
+            raise CheckpointError(f"{path}: training state sums={sums!r} is not valid; tampered")
         # in place: the loop holds a reference to this dict
         fresh = {**self._fresh_state(), **state}
         self.state.clear()
         self.state.update(fresh)
-        self._set_rng_state(rng)
+        try:
+            self._set_rng_state(rng)
+        except (KeyError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"{path}: RNG state missing or invalid ({e}); tampered") from None
 
     def _save_best(self) -> None:
         try:
@@ -413,12 +464,21 @@ class Trainer:
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
         line = (json.dumps(row, sort_keys=True) + "\n").encode()
-        fd = os.open(self.run_dir / METRICS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = self.run_dir / METRICS_FILE
         try:
-            os.write(fd, line)  # one write of a whole line: a crash cannot leave half of it
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(line)
+                while view:  # one write of the whole line, unless the kernel writes less
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise CheckpointError(
+                f"{path}: could not append the epoch's metrics ({e.strerror or e}); "
+                "the checkpoint is intact, continue with --resume"
+            ) from None
         if self.tb is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
@@ -481,6 +541,10 @@ class Trainer:
     def run(self) -> TrainResult:
         if self.resuming:
             self._restore()
+            if (self.run_dir / WEIGHTS_FILE).exists():
+                load_tensors(self.run_dir / WEIGHTS_FILE)  # a pickle or tampered file is refused
+            for stale in _stale_temp_files(self.run_dir):
+                stale.unlink()
             self._clean_metrics(self.state["epoch"])
             s = self.state
             if s["done"] and not s["stopped_early"] and s["epoch"] < self.cfg.train.epochs:
@@ -572,10 +636,11 @@ class Trainer:
                 )
                 if (step + 1) % SYNC_EVERY == 0 or last or due_n or stop.signal is not None:
                     bad = acc.fold_into(s)  # the only host sync: every SYNC_EVERY steps
-                    if bad >= t.max_bad_steps:
+                    overflow = bad < t.max_bad_steps and not self._state_finite()
+                    if bad >= t.max_bad_steps or overflow:
                         if bar is not None:
                             bar.close()
-                        self._rollback(bad)
+                        self._rollback(bad, "the weights overflowed" if overflow else None)
                         break
                     if bar is not None:
                         rate = images / (time.perf_counter() - t0)
@@ -652,11 +717,19 @@ class Trainer:
             s["done"] = True
         self.save_checkpoint()
 
-    def _rollback(self, bad: int) -> None:
+    def _state_finite(self) -> bool:
+        """Whether every parameter and optimizer moment is finite (one host sync)."""
+        tensors = [p.detach() for p in self.model.parameters()]
+        for st in self.optimizer.state.values():
+            tensors += [v for v in st.values() if torch.is_tensor(v) and v.is_floating_point()]
+        return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+    def _rollback(self, bad: int, why: str | None = None) -> None:
+        why = why or f"{bad} non-finite steps in a row"
         s = self.state
         if s["rollbacks"] >= self.cfg.train.max_rollbacks:
             raise TrainingDiverged(
-                f"training diverged: {bad} non-finite steps in a row after {s['rollbacks']} "
+                f"training diverged: {why} after {s['rollbacks']} "
                 f"rollbacks (lr scale {s['lr_scale']:g}); the best model so far "
                 f"(epoch {s['best_epoch'] or 0}) is in {self.run_dir / WEIGHTS_FILE}"
             )
@@ -667,7 +740,7 @@ class Trainer:
         s["skipped_steps"] = skipped
         s["lr_scale"] *= 0.1
         self.log(
-            f"{bad} non-finite steps in a row: rolled back to the last checkpoint "
+            f"{why}: rolled back to the last checkpoint "
             f"(epoch {s['epoch'] + 1}, step {s['step_in_epoch']}), learning rate ×{s['lr_scale']:g}"
         )
         self.save_checkpoint()
