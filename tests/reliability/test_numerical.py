@@ -56,7 +56,12 @@ def _poison_batches(monkeypatch, bad) -> _Calls:
 
 
 def _poison_loss(monkeypatch, bad, *, gradient_only: bool = False) -> _Calls:
-    """A NaN loss, or (``gradient_only``) a finite loss whose gradient is NaN."""
+    """A NaN loss, or (``gradient_only``) a finite loss whose gradient is NaN.
+
+    The poison goes into the autograd objective, so the hand-written step is switched off
+    (NaN batches, ``_poison_batches``, go through whichever step the run uses).
+    """
+    monkeypatch.setattr(trainer_mod, "unsupported_reason", lambda *a: "poisoned in this test")
     calls = _Calls(bad)
     original = Objective.terms
 
@@ -195,6 +200,7 @@ def test_persistent_non_finite_steps_stop_with_one_line_and_the_best_model_intac
     args = _args(3, "--set", "train.max_bad_steps=5", "--set", "train.max_rollbacks=2")
     with monkeypatch.context() as m:
         m.setattr(Objective, "terms", terms)
+        m.setattr(trainer_mod, "unsupported_reason", lambda *a: "poisoned in this test")
         code = main(["train", "--out", str(run), *args])
     err = capsys.readouterr().err
     assert code == 2

@@ -42,6 +42,7 @@ from vaelab.models.base import CONFIG_FILE, FORMAT_VERSION, MODEL_REGISTRY, WEIG
 from vaelab.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaelab.training.config import RunConfig, validate
 from vaelab.training.data import IN_MEMORY, DataPipeline
+from vaelab.training.fused import FusedStep, unsupported_reason
 from vaelab.training.objective import STAT_NAMES, Objective
 from vaelab.training.schedules import kl_weight, learning_rate
 
@@ -260,6 +261,12 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = build_model(self.cfg, self.data.data_shape).to(self.device)
         self.objective = Objective(t)
+        self.fused = None
+        if t.fused and self.device.type == "cpu" and unsupported_reason(self.model, t) is None:
+            self.fused = FusedStep(self.model, t)
+        self.step_fn = self._autograd_terms
+        if t.compile:
+            self.step_fn = torch.compile(self._autograd_terms)
         self.optimizer = self._make_optimizer()
         self.train_x = self.data.train_source()
         self.n_train = self.train_x.shape[0]
@@ -496,14 +503,16 @@ class Trainer:
     def _train_step(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step. Returns (stats, found_inf) as device tensors; never syncs."""
         t = self.cfg.train
-        with self.autocast():
-            loss, stats = self.objective.terms(self.model, x, beta)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
+        if self.fused is not None:
+            loss, stats = self.fused(x, beta)  # sets every .grad itself
         else:
-            loss.backward()
+            loss, stats = self.step_fn(x, beta)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         grads = [p.grad for p in params]
         if t.grad_clip is not None:
@@ -520,6 +529,10 @@ class Trainer:
             self.optimizer.found_inf = found_inf
             self.optimizer.step()
         return stats, found_inf
+
+    def _autograd_terms(self, x: torch.Tensor, beta: float):
+        with self.autocast():
+            return self.objective.terms(self.model, x, beta)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
