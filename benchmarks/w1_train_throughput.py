@@ -11,7 +11,9 @@ Contenders, run interleaved (A, B, C, A, B, C, ...) in this one process:
   ``_peers.py`` (DataLoader over an in-memory TensorDataset, ``loss.item()`` per batch);
 - ``pythae``: Pythae 0.1.2's ``TrainingPipeline``/``BaseTrainer`` on a ``pythae.models.VAE``
   with the same networks; the clock covers its batch loop only (see ``_peers.pythae_train``);
-- ``vaelab``: filled in through :data:`vaelab_contender`.
+- ``vaelab``: `vaelab train`'s trainer (:data:`vaelab_contender`), float32;
+- ``vaelab-bf16``: the same with ``--precision bf16`` (bf16 matrix products; weights, the
+  likelihood, the KL and the gradients handed to Adam in float32).
 
 Also printed: the machine's float32 matmul peak measured here with torch, and each
 contender's fraction of it: train FLOPs per image (3 × forward, 2 FLOPs per MAC, ≈ 3.91
@@ -81,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data-dir", default=None, help="MNIST IDX folder")
     ap.add_argument("--reference", default="pytorch-examples", help="contender ratios refer to")
     ap.add_argument("--no-pythae", action="store_true", help="skip the Pythae contender")
+    ap.add_argument("--no-bf16", action="store_true", help="skip vaelab's bf16 variant")
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.reps, args.warmup = min(args.n_train, 10_000), 1, 0
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     contenders: dict[str, Callable[[], dict] | None] = {
         "vaelab": vaelab_contender(data, args) if vaelab_contender is not None else None,
+        # mixed precision: bf16 matrix products, float32 weights, likelihood, KL and gradients
+        "vaelab-bf16": vaelab_contender(data, args, **{"train.precision": "bf16"})
+        if vaelab_contender is not None and not args.no_bf16
+        else None,
         "pytorch-examples": lambda: _examples_run(data, args),
         "pythae": None
         if args.no_pythae or not _peers.HAVE_PYTHAE

@@ -615,9 +615,16 @@ class Trainer:
     def _init_model(self) -> None:
         init = getattr(self.model, "init_output_bias", None)
         if init is not None and self.cfg.train.init_output_bias:
-            x = self.data.eval_data("train")
+            x = self.data.raw("train")
+            # E[x] of the data the model sees: grey/255 is the probability of a 1 under
+            # binarization, and the mean of (x + u)/256 is (x + 1/2)/256 under dequantization
+            if x.dtype == torch.uint8:
+                mean = x.float().mean(0)
+                mean = (mean + 0.5) / 256 if self.data.dequantized else mean / 255
+            else:
+                mean = x.float().mean(0)
             with contextlib.suppress(VaelabError):
-                init(x.float().mean(0))
+                init(mean)
 
     def _loop(self, stop: _StopFlag) -> None:
         t = self.cfg.train
