@@ -199,3 +199,13 @@ def test_sample_and_beta_objective():
     torch.testing.assert_close(out.elbo, out.log_px_z - out.kl)
     torch.testing.assert_close(out.objective, out.log_px_z - 0.25 * out.kl)
     assert math.isfinite(out.elbo.sum().item())
+
+
+def test_bernoulli_fast_log_px_z_is_the_likelihood():
+    torch.manual_seed(0)
+    vae = VAE(latent_dim=3, hidden=(16, 8)).double()
+    x = (torch.rand(4, 1, 28, 28) < 0.3).double()
+    z = torch.randn(5, 4, 3, dtype=torch.float64)
+    fast = vae.log_px_z(x, z)
+    assert fast.shape == (5, 4)
+    torch.testing.assert_close(fast, vae.decode(z).log_prob(x), rtol=1e-12, atol=1e-9)
