@@ -239,6 +239,8 @@ class Trainer:
         if resume and overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
         self.resuming = resume
+        if tensors is not None:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=IN_MEMORY))
         if resume:
             cfg = self._config_for_resume(cfg)
         else:
@@ -250,11 +252,6 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
-        if tensors is not None:
-            cfg = dataclasses.replace(
-                self.cfg, data=dataclasses.replace(self.cfg.data, dataset=IN_MEMORY)
-            )
-            self.cfg = cfg
         self.data = DataPipeline(
             self.cfg.data, model_likelihood(self.cfg), self.device, tensors=tensors
         )
