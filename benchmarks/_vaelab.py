@@ -103,7 +103,7 @@ def loglik_factory(sd: Mapping[str, torch.Tensor], x: torch.Tensor, k: int):
 
 
 def canonical_from_vae(model: VAE) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`vae_from_canonical` (the model must use ``posterior_scale="logvar"``)."""
+    """The inverse of :func:`vae_from_canonical` (for a ``posterior_scale="logvar"`` VAE)."""
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     mu_w, logvar_w = sd["encoder.1.2.weight"].chunk(2)
     mu_b, logvar_b = sd["encoder.1.2.bias"].chunk(2)

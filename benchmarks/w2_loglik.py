@@ -220,17 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
         print_report=False,
     )
     summary["agreement"] = agreement(summary, summary["reference"])
-    summary["context"]["cpu_busy_after"] = _common.check_machine_quiet()
-    # the peak again at the end (a disturbance during one measurement only lowers it); the
-    # hardware fraction uses the higher of the two
-    peak_end = _common.measure_matmul_peak(threads=args.threads)
-    gflops = max(peak["peak_gflops"], peak_end["peak_gflops"])
-    summary["context"].update(matmul_peak_end=peak_end, peak_gflops_used=gflops)
-    _common.add_metric(
-        summary,
-        "hw_fraction",
-        lambda r: _common.hardware_fraction(flops, r["images_per_s"], gflops),
-    )
+    _common.finish_with_peak(summary, peak, args.threads, flops)
     ref = summary["reference"]
     summary["notes"] = [
         f"{name}: mean log p(x) {a['mean_log_px']:.3f} vs {ref} {a['reference_mean_log_px']:.3f}:"

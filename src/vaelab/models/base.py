@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import ClassVar
@@ -11,7 +12,7 @@ from torch import nn
 
 from vaelab import __version__
 from vaelab.config import from_dict, to_dict
-from vaelab.errors import CheckpointError, VaelabError
+from vaelab.errors import CheckpointError, InvalidArgumentError, VaelabError
 from vaelab.io import atomic_write_json, load_tensors, read_json, save_tensors
 
 CONFIG_FILE = "config.json"
@@ -99,3 +100,72 @@ class SavableModel(nn.Module):
         model = model_cls(config)
         model.load_state_dict(state, strict=True)
         return model.to(map_location)
+
+
+class LatentVariableModel(SavableModel):
+    """What every VAE-like model shares: a likelihood made from its config, a prior module, a
+    decoder whose output feeds the likelihood, and the data shape it was built for.
+
+    Subclasses set ``self.likelihood``, ``self.decoder``, ``self.prior_module`` and
+    ``self.data_shape`` in their constructor (``build_likelihood`` makes the first).
+    """
+
+    likelihood: nn.Module
+    decoder: nn.Module
+    prior_module: nn.Module
+    data_shape: tuple[int, ...]
+
+    @staticmethod
+    def build_likelihood(config) -> nn.Module:
+        """The likelihood a config's ``likelihood`` and ``gaussian_*`` fields describe."""
+        from vaelab.distributions import make_likelihood
+
+        if config.likelihood == "bernoulli":
+            return make_likelihood("bernoulli", config.data_shape)
+        return make_likelihood(
+            "gaussian",
+            config.data_shape,
+            variance=config.gaussian_variance,
+            std=config.gaussian_std,
+            min_scale=config.gaussian_min_std,
+        )
+
+    @property
+    def data_dim(self) -> int:
+        return math.prod(self.data_shape)
+
+    @property
+    def output_features(self) -> int:
+        """Decoder outputs per sample (sizes the evaluation chunks)."""
+        return self.likelihood.out_features
+
+    @property
+    def prior(self):
+        """``p(z)`` (for several stochastic layers, that of the top one)."""
+        return self.prior_module()
+
+    def _check_x(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != tuple(self.data_shape):
+            raise InvalidArgumentError(
+                f"x must have shape (batch, {', '.join(map(str, self.data_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def init_output_bias(self, data_mean: torch.Tensor) -> None:
+        """Start the decoder's output bias at the data mean (the logit of it for Bernoulli).
+
+        Burda et al. (2015) initialise this way; it removes the first epochs spent learning
+        the average image.
+        """
+        last = self.decoder[-1] if isinstance(self.decoder, nn.Sequential) else None
+        if not isinstance(last, nn.Linear):
+            raise InvalidArgumentError("init_output_bias needs an MLP decoder")
+        mean = data_mean.reshape(-1).to(last.bias)
+        if mean.numel() != self.data_dim:
+            raise InvalidArgumentError(
+                f"data_mean must have {self.data_dim} values, got {mean.numel()}"
+            )
+        if self.config.likelihood == "bernoulli":
+            mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
+        with torch.no_grad():
+            last.bias[: self.data_dim].copy_(mean)

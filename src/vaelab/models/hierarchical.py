@@ -8,7 +8,6 @@ from an MLP. The paper's MNIST architecture is the default: x → 200-200 → z1
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,11 +16,10 @@ from torch.distributions import Independent
 from vaelab.distributions import (
     GaussianPrior,
     diagonal_normal,
-    make_likelihood,
     positive_scale,
 )
 from vaelab.errors import InvalidArgumentError
-from vaelab.models.base import SavableModel
+from vaelab.models.base import LatentVariableModel
 from vaelab.nn import ACTIVATIONS, MLP
 
 
@@ -60,7 +58,7 @@ class HierarchicalVAEConfig:
             )
 
 
-class HierarchicalVAE(SavableModel):
+class HierarchicalVAE(LatentVariableModel):
     """``p(z2) p(z1|z2) p(x|z1)`` with ``q(z1|x) q(z2|z1)``; ``z`` is the pair ``(z1, z2)``.
 
     The posterior is not one distribution, so the model supplies its own
@@ -73,19 +71,9 @@ class HierarchicalVAE(SavableModel):
         super().__init__()
         self.config = c = config if config is not None else HierarchicalVAEConfig(**kwargs)
         self.data_shape = c.data_shape
-        self.data_dim = math.prod(c.data_shape)
         l1, l2 = c.latent_dims
         self.latent_dim = l1 + l2
-        if c.likelihood == "bernoulli":
-            self.likelihood = make_likelihood("bernoulli", c.data_shape)
-        else:
-            self.likelihood = make_likelihood(
-                "gaussian",
-                c.data_shape,
-                variance=c.gaussian_variance,
-                std=c.gaussian_std,
-                min_scale=c.gaussian_min_std,
-            )
+        self.likelihood = self.build_likelihood(c)
         act = c.activation
         self.q1 = MLP(self.data_dim, c.hidden, 2 * l1, act)  # q(z1|x)
         self.q2 = MLP(l1, c.hidden2, 2 * l2, act)  # q(z2|z1)
@@ -93,26 +81,13 @@ class HierarchicalVAE(SavableModel):
         self.decoder = MLP(l1, c.hidden[::-1], self.likelihood.out_features, act)  # p(x|z1)
         self.prior_module = GaussianPrior(l2, c.prior_std)
 
-    @property
-    def output_features(self) -> int:
-        return self.likelihood.out_features
-
-    @property
-    def prior(self) -> Independent:
-        """``p(z2)``."""
-        return self.prior_module()
-
     def _gaussian(self, out: torch.Tensor) -> Independent:
         loc, raw = out.chunk(2, dim=-1)
         return diagonal_normal(loc, positive_scale(raw, self.config.min_posterior_std))
 
     def encode(self, x: torch.Tensor) -> Independent:
         """``q(z1|x)`` (the first stochastic layer; ``q(z2|z1)`` is :meth:`encode2`)."""
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise InvalidArgumentError(
-                f"x must have shape (batch, {', '.join(map(str, self.data_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
+        self._check_x(x)
         return self._gaussian(self.q1(x.flatten(1)))
 
     def encode2(self, z1: torch.Tensor) -> Independent:
@@ -175,15 +150,6 @@ class HierarchicalVAE(SavableModel):
         if dreg:
             weights["w"] = torch.softmax((log_px_z + log_ratio).detach(), 0).unsqueeze(-1)
         return log_px_z, log_ratio
-
-    def init_output_bias(self, data_mean: torch.Tensor) -> None:
-        """Start the output bias at the logit of the pixel means (Burda et al. 2015)."""
-        last = self.decoder[-1]
-        mean = data_mean.reshape(-1).to(last.bias)
-        if self.config.likelihood == "bernoulli":
-            mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
-        with torch.no_grad():
-            last.bias[: self.data_dim].copy_(mean)
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True, generator: torch.Generator | None = None):

@@ -7,18 +7,17 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.distributions import Independent
+from torch.nn import functional as F
 
 from vaelab.distributions import (
     GAUSSIAN_VARIANCES,
     GaussianPrior,
     diagonal_normal,
-    make_likelihood,
     positive_scale,
 )
 from vaelab.errors import InvalidArgumentError
-from vaelab.models.base import SavableModel
+from vaelab.models.base import LatentVariableModel
 from vaelab.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
 LOGVAR_LIMIT = 30.0  # |log σ²| bound of the "logvar" scale: σ within [3e-7, 3.3e6]
@@ -90,7 +89,7 @@ class VAEConfig:
             )
 
 
-class VAE(SavableModel):
+class VAE(LatentVariableModel):
     """``p(z) = N(0, σ_p² I)``, ``q(z|x) = N(μ(x), diag σ²(x))``, ``p(x|z)`` Bernoulli or Gaussian.
 
     ``encode(x)`` gives ``q(z|x)``, ``decode(z)`` gives ``p(x|z)``, ``prior`` gives ``p(z)``;
@@ -108,18 +107,8 @@ class VAE(SavableModel):
         self.config = config
         c = config
         self.data_shape = c.data_shape
-        self.data_dim = math.prod(c.data_shape)
         self.latent_dim = c.latent_dim
-        if c.likelihood == "bernoulli":
-            self.likelihood = make_likelihood("bernoulli", c.data_shape)
-        else:
-            self.likelihood = make_likelihood(
-                "gaussian",
-                c.data_shape,
-                variance=c.gaussian_variance,
-                std=c.gaussian_std,
-                min_scale=c.gaussian_min_std,
-            )
+        self.likelihood = self.build_likelihood(c)
         out = self.likelihood.out_features
         if c.arch == "mlp":
             self.encoder = nn.Sequential(
@@ -139,22 +128,6 @@ class VAE(SavableModel):
                 c.activation,
             )
         self.prior_module = GaussianPrior(c.latent_dim, c.prior_std, c.learn_prior_std)
-
-    @property
-    def output_features(self) -> int:
-        """Decoder outputs per sample (sizes the evaluation chunks)."""
-        return self.likelihood.out_features
-
-    @property
-    def prior(self) -> Independent:
-        return self.prior_module()
-
-    def _check_x(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise InvalidArgumentError(
-                f"x must have shape (batch, {', '.join(map(str, self.data_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
 
     def encode(self, x: torch.Tensor) -> Independent:
         """``q(z|x)``: a diagonal Gaussian with batch shape ``(B,)`` and event ``(L,)``."""
@@ -234,23 +207,3 @@ class VAE(SavableModel):
         z = p.base_dist.loc + p.base_dist.scale * eps.to(ref.device)
         px = self.decode(z)
         return px.mean if mean else px.sample()
-
-    def init_output_bias(self, data_mean: torch.Tensor) -> None:
-        """Start the decoder's output bias at the data mean (the logit of it for Bernoulli).
-
-        Burda et al. (2015) initialise this way; it removes the first epochs spent learning
-        the average image.
-        """
-        last = self.decoder[-1] if isinstance(self.decoder, nn.Sequential) else None
-        if not isinstance(last, nn.Linear):
-            raise InvalidArgumentError("init_output_bias needs an MLP decoder")
-        mean = data_mean.reshape(-1).to(last.bias)
-        if mean.numel() != self.data_dim:
-            raise InvalidArgumentError(
-                f"data_mean must have {self.data_dim} values, got {mean.numel()}"
-            )
-        if self.config.likelihood == "bernoulli":
-            eps = 1e-3
-            mean = torch.logit(mean.clamp(eps, 1 - eps))
-        with torch.no_grad():
-            last.bias[: self.data_dim].copy_(mean)
