@@ -7,7 +7,6 @@ unknown key or a wrong type is an error that names the key.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from vaelab.config import from_dict, to_dict
+from vaelab.config import from_dict
 from vaelab.errors import ConfigError
 
 MODEL_CLASSES = ("VAE", "HierarchicalVAE")
@@ -230,11 +229,3 @@ def resolve(
     for key, value in (flags or {}).items():
         merge(data, key.split("."), value)
     return validate(from_dict(RunConfig, data))
-
-
-def run_config_dict(cfg: RunConfig) -> dict[str, Any]:
-    return to_dict(cfg)
-
-
-def replace_train(cfg: RunConfig, **changes) -> RunConfig:
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **changes))

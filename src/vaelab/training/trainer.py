@@ -37,8 +37,15 @@ import torch
 from vaelab import __version__
 from vaelab.config import from_dict, to_dict
 from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
-from vaelab.io import atomic_write_json, fsync_dir, load_tensors, read_json, save_tensors
+from vaelab.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    load_tensors,
+    read_json,
+    save_tensors,
+)
 from vaelab.models.base import CONFIG_FILE, FORMAT_VERSION, MODEL_REGISTRY, WEIGHTS_FILE
+from vaelab.objectives import elbo
 from vaelab.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaelab.training.config import RunConfig, validate
 from vaelab.training.data import IN_MEMORY, DataPipeline
@@ -462,8 +469,6 @@ class Trainer:
                     kept.append(line)
         text = "".join(kept)
         if text != path.read_text(encoding="utf-8", errors="replace"):
-            from vaelab.io import atomic_write_bytes
-
             atomic_write_bytes(path, text.encode())
 
     def _append_metrics(self, row: dict[str, Any]) -> None:
@@ -541,8 +546,8 @@ class Trainer:
             for i in range(0, x_all.shape[0], 1000):
                 x = x_all[i : i + 1000]
                 with self.autocast():
-                    out = _elbo_terms(self.model, x, self.cfg.train.val_samples)
-                sums += torch.stack([v.double().sum() for v in out])
+                    out = elbo(self.model, x, n_samples=self.cfg.train.val_samples)
+                sums += torch.stack([v.double().sum() for v in (out.elbo, out.log_px_z, out.kl)])
         self.model.train()
         n = x_all.shape[0]
         elbo_, rec, kl = (sums / n).tolist()
@@ -827,19 +832,6 @@ class _DeviceStats:
         return int(self.bad_run.item())
 
 
-def _elbo_terms(model, x, n_samples):
-    from vaelab.objectives import elbo
-
-    if hasattr(model, "encode"):
-        out = elbo(model, x, n_samples=n_samples)
-        return out.elbo, out.log_px_z, out.kl
-    from vaelab.objectives import log_weights
-
-    lw = log_weights(model, x, n_samples).mean(0)
-    nan = torch.full_like(lw, float("nan"))
-    return lw, nan, nan
-
-
 @contextlib.contextmanager
 def _fork_rng(device: torch.device, seed: int):
     """Run a block with a fixed seed and give the global RNG back untouched afterwards."""
@@ -847,7 +839,3 @@ def _fork_rng(device: torch.device, seed: int):
     with torch.random.fork_rng(devices=devices, device_type=device.type):
         torch.manual_seed(seed)
         yield
-
-
-def fsync_run_dir(run_dir: Path) -> None:
-    fsync_dir(run_dir)
