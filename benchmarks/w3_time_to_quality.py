@@ -23,8 +23,8 @@ Recipes:
   lr 1e-4, batch 64); ``examples`` = lr 1e-3, batch 128 as in W1;
 - ``vaelab``: filled in through :data:`vaelab_recipe`.
 
-This is a sketch: it runs, but its defaults (budget, subset size) are a guess at what a
-2-core machine can afford; a full run takes tens of minutes per contender.
+The defaults (budget, subset size) are what a 2-core machine affords in a few minutes per
+contender; the README quotes ``--budget-s 120 --n-test 500 --eval-every 1``.
 
 Run: ``python benchmarks/w3_time_to_quality.py [--budget-s 900] [--quick]``.
 """
