@@ -271,3 +271,40 @@ def test_overwrite_with_a_bad_setting_keeps_the_old_run(tmp_path, capsys):
     assert code == 2
     assert "missing.npy" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_full_mnist_train_then_evaluate_json(tmp_path, capsys, shared_mnist):
+    run = tmp_path / "mnist"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            str(shared_mnist),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--hidden",
+            "64",
+            "--latent-dim",
+            "8",
+            "--batch-size",
+            "256",
+            "--quiet",
+            "--set",
+            "train.final_eval_n=0",
+        ]
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "100", "--n", "300", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["dataset"], r["split"], r["n"], r["k"]) == ("mnist", "test", 300, 100)
+    assert r["binarization"].startswith("dynamic (train), fixed seed 0")
+    assert r["log_likelihood"] <= 0
+    assert r["bits_per_dim"] == pytest.approx(r["nll"] / (784 * math.log(2)))
+    # the importance-sampled NLL is at most −ELBO, up to the estimates' noise
+    assert r["nll"] <= -r["elbo"] + 3 * r["elbo_stderr"]
+    assert r["gap"] > 0
