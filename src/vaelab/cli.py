@@ -16,6 +16,7 @@ from vaelab import __version__
 from vaelab.errors import VaelabError
 from vaelab.training.config import (
     BINARIZE,
+    ESTIMATORS,
     OBJECTIVES,
     OPTIMIZERS,
     PRECISIONS,
@@ -147,6 +148,14 @@ TRAIN_FLAGS: dict[str, tuple[str, dict]] = {
     "--k": (
         "train.k",
         dict(type=int, help=f"samples per example (importance samples for iwae) (default: {_T.k})"),
+    ),
+    "--estimator": (
+        "train.estimator",
+        dict(
+            choices=ESTIMATORS,
+            help="iwae gradient: standard, or dreg (doubly reparameterized, Tucker et al. 2018) "
+            f"(default: {_T.estimator})",
+        ),
     ),
     "--early-stopping": (
         "train.early_stopping",
