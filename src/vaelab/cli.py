@@ -31,12 +31,6 @@ EXIT_INTERRUPTED = 130
 _T, _D = TrainConfig(), DataConfig()
 
 
-def _model_default(name: str):
-    from vaelab.models import VAEConfig
-
-    return getattr(VAEConfig(), name)
-
-
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(",", " ").split()]

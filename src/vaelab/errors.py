@@ -27,3 +27,10 @@ class DataError(VaelabError, ValueError):
 
 class CheckpointError(VaelabError):
     """A run directory or checkpoint is missing, unreadable or unsafe."""
+
+
+def positive_int(name: str, value) -> int:
+    """``value`` if it is an integer >= 1, else an :class:`InvalidArgumentError` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+    return value

@@ -1,5 +1,6 @@
 """The DReG estimator (Tucker et al. 2018) computes exactly the gradient its formula states."""
 
+import pytest
 import torch
 
 from vaelab import VAE
@@ -84,3 +85,15 @@ def test_dreg_leaves_the_values_unchanged():
     torch.manual_seed(1)
     b = log_weights(m, x, 5)
     torch.testing.assert_close(a, b)
+
+
+def test_two_layer_model_evaluates():
+    from vaelab.evaluation.report import evaluate_model
+
+    torch.manual_seed(0)
+    m = HierarchicalVAE(data_shape=(12,), latent_dims=(4, 2), hidden=(9,), hidden2=(6,))
+    x = (torch.rand(30, 12) < 0.5).float()
+    r = evaluate_model(m, x, k=20, batch_size=7)
+    assert r["n"] == 30 and r["latent_dim"] == 4 and r["kl_per_dim"] is None
+    assert r["nll"] <= -r["elbo"] + 3 * r["elbo_stderr"]
+    assert r["elbo"] == pytest.approx(r["reconstruction"] - r["kl"], abs=1e-5)

@@ -308,3 +308,76 @@ def test_full_mnist_train_then_evaluate_json(tmp_path, capsys, shared_mnist):
     # the importance-sampled NLL is at most −ELBO, up to the estimates' noise
     assert r["nll"] <= -r["elbo"] + 3 * r["elbo_stderr"]
     assert r["gap"] > 0
+
+
+def test_ctrl_c_after_the_last_step_of_an_epoch_resumes(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from vaelab.training import trainer as trainer_mod
+
+    common = [*TINY, "--epochs", "2", "--set", "train.final_eval_n=0"]
+    full = tmp_path / "full"
+    assert main(["train", "--out", str(full), *common]) == 0
+    original = trainer_mod.Trainer._train_step
+    calls = {"n": 0}
+
+    def interrupted_at_32(self, x, beta):  # 32 steps per epoch: Ctrl-C during the last one
+        calls["n"] += 1
+        if calls["n"] == 32:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, x, beta)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupted_at_32)
+    assert main(["train", "--out", str(part), *common]) == 130
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", original)
+    assert main(["train", "--out", str(part), "--resume", *common]) == 0
+    a = load_tensors(full / "checkpoint.safetensors")
+    b = load_tensors(part / "checkpoint.safetensors")
+    for key in a:
+        if key.startswith("model/"):
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_resume_refuses_new_epochs_for_a_cosine_schedule(tmp_path, capsys):
+    code, run = _train(tmp_path, "--schedule", "cosine")
+    assert code == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 2
+    assert "cosine schedule" in capsys.readouterr().err
+
+
+def test_own_8_bit_images_are_dequantized_for_a_gaussian(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "img.npy", rng.integers(0, 256, (300, 1, 8, 8), dtype=np.uint8))
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(tmp_path / "img.npy"),
+            "--likelihood",
+            "gaussian",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--hidden",
+            "16",
+            "--latent-dim",
+            "2",
+            "--quiet",
+            "--set",
+            "train.final_eval_k=5",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "eval_test.json").read_text())
+    assert report["dequantized"] is True
+    assert report["bits_per_dim"] == pytest.approx(report["nll"] / (64 * math.log(2)) + 8)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--batch-size", "0"]) == 2
+    assert "batch_size must be an integer >= 1, got 0" in capsys.readouterr().err

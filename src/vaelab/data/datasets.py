@@ -660,8 +660,13 @@ def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
         raise DataError(f"{path}: empty (0 examples)")
     if arr.size == 0:
         raise DataError(f"{path}: array of shape {arr.shape} holds no values")
-    with np.errstate(over="ignore", invalid="ignore"):
-        x = np.ascontiguousarray(arr, dtype=np.float32)
+    if arr.dtype == np.uint8:
+        # 8-bit data stays 8-bit: the pipeline then binarizes it (Bernoulli) or dequantizes it
+        # (Gaussian, with the bits/dim correction) exactly as it does the built-in images
+        x = np.ascontiguousarray(arr)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.ascontiguousarray(arr, dtype=np.float32)
     bad = ~np.isfinite(x)
     if bad.any():
         first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
@@ -677,7 +682,8 @@ def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
 
 
 def load_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> torch.Tensor:
-    """Load a user's data as float32 ``(N, D)`` or ``(N, C, H, W)``, as stored.
+    """Load a user's data as ``(N, D)`` or ``(N, C, H, W)``, as stored: uint8 arrays stay uint8
+    (8-bit images), everything else becomes float32.
 
     ``.npy``, ``.npz`` (the array named ``x``, or the only array) and ``.csv`` (numbers separated
     by commas, one example per row; a first row that is not all numbers is a header). ``(N,)`` is

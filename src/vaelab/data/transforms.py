@@ -54,11 +54,16 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def _bernoulli(
-    p: torch.Tensor, generator: torch.Generator | None, device: torch.device | None = None
+    x: torch.Tensor, generator: torch.Generator | None, device: torch.device | None = None
 ) -> torch.Tensor:
     # A pixel is 1 iff u < p with u ~ U[0, 1): P(1) = p exactly, p = 0 never fires, p = 1 always.
-    u = torch.rand(p.shape, generator=generator, device=device or p.device, dtype=torch.float32)
-    return (u.to(p.device) < p).to(torch.float32)
+    # For 8-bit x, p = x/255 and u < x/255 is tested as 255·u < x, without a float copy of x.
+    # The uniforms are drawn on ``device`` (default: x's) and moved to x's device.
+    u = torch.rand(x.shape, generator=generator, device=device or x.device, dtype=torch.float32)
+    u = u.to(x.device)
+    if x.dtype == torch.uint8:
+        return (u.mul_(255.0) < x).to(torch.float32)
+    return (u < to_unit(x)).to(torch.float32)
 
 
 def binarize_dynamic(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -67,7 +72,7 @@ def binarize_dynamic(x: torch.Tensor, generator: torch.Generator | None = None) 
     For training: call it on every batch, so the model sees a new binarization each time
     (dynamic binarization). ``x`` is uint8 (scaled by 1/255) or float in [0, 1].
     """
-    return _bernoulli(to_unit(x), generator)
+    return _bernoulli(_check_tensor(x, "images"), generator)
 
 
 def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -84,7 +89,7 @@ def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
     x = _check_tensor(x, "images")
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
-    return _bernoulli(to_unit(x), generator, device=torch.device("cpu"))
+    return _bernoulli(x, generator, device=torch.device("cpu"))
 
 
 def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

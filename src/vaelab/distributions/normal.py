@@ -31,8 +31,11 @@ def positive_scale(raw: torch.Tensor, min_scale: float = DEFAULT_MIN_SCALE) -> t
     return nn.functional.softplus(raw) + min_scale
 
 
-def inverse_positive_scale(scale: float, min_scale: float = DEFAULT_MIN_SCALE) -> float:
-    """The ``raw`` value with ``positive_scale(raw, min_scale) == scale``."""
+def inverse_positive_scale(scale, min_scale: float = DEFAULT_MIN_SCALE):
+    """The ``raw`` with ``positive_scale(raw, min_scale) == scale``: a float or a tensor."""
+    if isinstance(scale, torch.Tensor):
+        y = (scale - min_scale).clamp_min(torch.finfo(scale.dtype).tiny)
+        return y + torch.log(-torch.expm1(-y))
     if not scale > min_scale:
         raise InvalidArgumentError(f"scale must be > min_scale={min_scale}, got {scale}")
     y = scale - min_scale

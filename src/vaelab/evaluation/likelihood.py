@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
-from vaelab.objectives.elbo import _check_k, log_weights
+from vaelab.errors import positive_int
+from vaelab.objectives.elbo import _posterior, log_weights
 
 # Default cap on the number of decoder outputs held at once per chunk (elements, not bytes):
 # 2**22 float32 logits are 16 MiB, which stay in a server CPU's cache between the matrix
@@ -50,12 +51,12 @@ def log_likelihood(
     ``se = sd(w) / (sqrt(K) · mean(w))``, computed from those two running sums; it needs K ≥ 2
     (``nan`` for K = 1).
     """
-    _check_k("k", k)
+    positive_int("k", k)
     if chunk_size is None:
         chunk_size = _chunk_size(model, x.shape[0], k, max_elements)
-    _check_k("chunk_size", chunk_size)
+    positive_int("chunk_size", chunk_size)
     if q is None and not hasattr(model, "log_weights"):
-        q = model.encode(x)  # encode once; each chunk only samples and decodes
+        q = _posterior(model, x, q)  # encode once; each chunk only samples and decodes
     lse = lse_sq = None
     done = 0
     while done < k:

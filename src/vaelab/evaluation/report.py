@@ -8,7 +8,6 @@ their standard error over examples.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -19,10 +18,10 @@ import torch
 from torch.distributions import kl_divergence
 
 from vaelab.data.transforms import bits_per_dim
-from vaelab.errors import InvalidArgumentError
+from vaelab.errors import InvalidArgumentError, positive_int
 from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, log_likelihood
 from vaelab.objectives import elbo
-from vaelab.objectives.elbo import _check_k
+from vaelab.rng import seeded
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015), section 5.2
 
@@ -46,7 +45,6 @@ def evaluate_model(
     seed: int = 0,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     progress: bool = False,
-    autocast=None,
     per_example: bool = False,
 ) -> dict[str, Any]:
     """All the evaluation numbers for ``model`` on the (already prepared) data ``x_all``.
@@ -56,50 +54,46 @@ def evaluate_model(
     and the caller's global RNG state is restored afterwards. ``per_example=True`` adds the
     per-example tensors (``log_px``, ``stderr``, ``elbo``) under ``"per_example"``.
     """
-    _check_k("k", k)
-    _check_k("elbo_samples", elbo_samples)
+    positive_int("k", k)
+    positive_int("elbo_samples", elbo_samples)
     n = x_all.shape[0]
     if n == 0:
         raise InvalidArgumentError("nothing to evaluate: the split is empty")
     if batch_size is None:
         batch_size = max(1, min(n, 100 if k > 100 else 1000))
+    positive_int("batch_size", batch_size)
     was_training = model.training
     model.eval()
     dims = math.prod(x_all.shape[1:])
     parts: dict[str, list[torch.Tensor]] = {
         key: [] for key in ("log_px", "stderr", "elbo", "rec", "kl", "mean", "kl_dim")
     }
-    has_encoder = hasattr(model, "encode")
+    # a posterior that is not one distribution (several stochastic layers) is sampled by the
+    # model itself; active units are then those of its first layer, q(z1|x)
+    hierarchical = hasattr(model, "log_weights")
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=f"evaluating (K={k})", unit="img", file=sys.stderr, leave=False)
     t0 = time.perf_counter()
-    device = x_all.device
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type):
-        torch.manual_seed(seed)
+    with seeded(x_all.device, seed):
         for i in range(0, n, batch_size):
             x = x_all[i : i + batch_size]
-            with autocast() if autocast is not None else contextlib.nullcontext():
-                if has_encoder:
-                    q = model.encode(x)
-                    out = elbo(model, x, q=q, n_samples=elbo_samples)
-                    ll = log_likelihood(model, x, k, q=q, max_elements=max_elements)
-                    parts["mean"].append(q.mean.float())
-                    parts["kl_dim"].append(
-                        kl_divergence(q.base_dist, model.prior.base_dist).float()
-                    )
-                else:
-                    out = None
-                    ll = log_likelihood(model, x, k, max_elements=max_elements)
+            q = model.encode(x)
+            if hierarchical:
+                out = elbo(model, x, n_samples=elbo_samples)
+                ll = log_likelihood(model, x, k, max_elements=max_elements)
+            else:
+                out = elbo(model, x, q=q, n_samples=elbo_samples)
+                ll = log_likelihood(model, x, k, q=q, max_elements=max_elements)
+                parts["kl_dim"].append(kl_divergence(q.base_dist, model.prior.base_dist).float())
+            parts["mean"].append(q.mean.float())
             parts["log_px"].append(ll.log_px.double())
             parts["stderr"].append(ll.stderr.double())
-            if out is not None:
-                parts["elbo"].append(out.elbo.double())
-                parts["rec"].append(out.log_px_z.double())
-                parts["kl"].append(out.kl.double())
+            parts["elbo"].append(out.elbo.double())
+            parts["rec"].append(out.log_px_z.double())
+            parts["kl"].append(out.kl.double())
             if bar is not None:
                 bar.update(x.shape[0])
     if bar is not None:
@@ -125,34 +119,31 @@ def evaluate_model(
         "seconds_per_image": seconds / n,
     }
     if per_example:
-        result["per_example"] = {
-            key: cat[key] for key in ("log_px", "stderr", "elbo") if key in cat
+        result["per_example"] = {key: cat[key] for key in ("log_px", "stderr", "elbo")}
+    elbo_mean, elbo_se = _mean_se(cat["elbo"])
+    rec, rec_se = _mean_se(cat["rec"])
+    kl, kl_se = _mean_se(cat["kl"])
+    variances = cat["mean"].var(0) if n > 1 else torch.zeros(cat["mean"].shape[1])
+    kl_dim = cat.get("kl_dim")  # closed-form KL per dimension: one stochastic layer only
+    result.update(
+        {
+            "elbo": elbo_mean,
+            "elbo_stderr": elbo_se,
+            "elbo_samples": elbo_samples,
+            "reconstruction": rec,
+            "reconstruction_stderr": rec_se,
+            "kl": kl,
+            "kl_stderr": kl_se,
+            "gap": log_px - elbo_mean,  # log p(x) − ELBO: KL(q ‖ p(z|x)), estimated
+            "active_units": int((variances > ACTIVE_UNIT_THRESHOLD).sum()),
+            "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
+            "latent_dim": int(cat["mean"].shape[1]),
+            "kl_per_dim": kl_dim.double().mean(0).tolist() if kl_dim is not None else None,
+            "kl_per_dim_stderr": (kl_dim.double().std(0) / math.sqrt(n)).tolist()
+            if kl_dim is not None and n > 1
+            else None,
         }
-    if "elbo" in cat:
-        elbo_mean, elbo_se = _mean_se(cat["elbo"])
-        rec, rec_se = _mean_se(cat["rec"])
-        kl, kl_se = _mean_se(cat["kl"])
-        means = cat["mean"]
-        variances = means.var(0) if n > 1 else torch.zeros(means.shape[1])
-        result.update(
-            {
-                "elbo": elbo_mean,
-                "elbo_stderr": elbo_se,
-                "elbo_samples": elbo_samples,
-                "reconstruction": rec,
-                "reconstruction_stderr": rec_se,
-                "kl": kl,
-                "kl_stderr": kl_se,
-                "gap": log_px - elbo_mean,  # log p(x) − ELBO: KL(q ‖ p(z|x)), estimated
-                "active_units": int((variances > ACTIVE_UNIT_THRESHOLD).sum()),
-                "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
-                "latent_dim": int(means.shape[1]),
-                "kl_per_dim": cat["kl_dim"].double().mean(0).tolist(),
-                "kl_per_dim_stderr": (cat["kl_dim"].double().std(0) / math.sqrt(n)).tolist()
-                if n > 1
-                else None,
-            }
-        )
+    )
     return result
 
 

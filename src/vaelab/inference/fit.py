@@ -9,8 +9,8 @@ from torch.distributions import Categorical, Distribution
 
 from vaelab.distributions import diagonal_normal, positive_scale
 from vaelab.distributions.normal import inverse_positive_scale
-from vaelab.errors import InvalidArgumentError
-from vaelab.objectives.elbo import _check_k, elbo
+from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.objectives.elbo import elbo
 
 FAMILIES = ("auto", "gaussian", "categorical")
 
@@ -56,7 +56,7 @@ def fit_posterior(
         raise InvalidArgumentError(f"family must be one of {FAMILIES}, got {family!r}")
     if not lr > 0:
         raise InvalidArgumentError(f"lr must be > 0, got {lr}")
-    _check_k("n_samples", n_samples)
+    positive_int("n_samples", n_samples)
     prior = model.prior
     if family == "auto":
         family = "categorical" if prior.has_enumerate_support else "gaussian"
@@ -75,7 +75,7 @@ def fit_posterior(
         latent_dim = prior.event_shape[-1]
         if init is not None:
             loc0 = init.mean.detach()
-            raw0 = _raw_from_scale(init.stddev.detach(), min_scale)
+            raw0 = inverse_positive_scale(init.stddev.detach(), min_scale)
         else:
             loc0 = torch.zeros(batch, latent_dim, dtype=dtype, device=x.device)
             raw0 = torch.full_like(loc0, inverse_positive_scale(1.0, min_scale))
@@ -126,8 +126,3 @@ def fit_posterior(
     for p in params:
         p.requires_grad_(False)
     return PosteriorFit(q=make_q(), elbo=final.detach(), steps=steps, exact=exact)
-
-
-def _raw_from_scale(scale: torch.Tensor, min_scale: float) -> torch.Tensor:
-    y = (scale - min_scale).clamp_min(1e-12)
-    return y + torch.log(-torch.expm1(-y))

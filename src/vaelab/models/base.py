@@ -43,16 +43,17 @@ class SavableModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_tensors(directory / WEIGHTS_FILE, self.state_dict())
-        atomic_write_json(
-            directory / CONFIG_FILE,
-            {
-                "class": type(self).__name__,
-                "format_version": FORMAT_VERSION,
-                "vaelab_version": __version__,
-                "config": to_dict(self.config),
-            },
-        )
+        atomic_write_json(directory / CONFIG_FILE, self.describe())
         return directory
+
+    def describe(self) -> dict:
+        """The JSON header of ``config.json``: class, format, vaelab version and config."""
+        return {
+            "class": type(self).__name__,
+            "format_version": FORMAT_VERSION,
+            "vaelab_version": __version__,
+            "config": to_dict(self.config),
+        }
 
     @classmethod
     def load(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"):

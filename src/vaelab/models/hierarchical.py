@@ -18,7 +18,7 @@ from vaelab.distributions import (
     diagonal_normal,
     positive_scale,
 )
-from vaelab.errors import InvalidArgumentError
+from vaelab.errors import InvalidArgumentError, positive_int
 from vaelab.models.base import LatentVariableModel
 from vaelab.nn import ACTIVATIONS, MLP
 
@@ -153,8 +153,7 @@ class HierarchicalVAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True, generator: torch.Generator | None = None):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidArgumentError(f"n must be an integer >= 1, got {n!r}")
+        positive_int("n", n)
         p = self.prior
         ref = p.base_dist.loc
         z2 = ref + p.base_dist.scale * torch.randn(

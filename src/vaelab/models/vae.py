@@ -16,7 +16,7 @@ from vaelab.distributions import (
     diagonal_normal,
     positive_scale,
 )
-from vaelab.errors import InvalidArgumentError
+from vaelab.errors import InvalidArgumentError, positive_int
 from vaelab.models.base import LatentVariableModel
 from vaelab.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
@@ -199,8 +199,7 @@ class VAE(LatentVariableModel):
         self, n: int, mean: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Decode ``n`` prior draws: the likelihood's mean, or ``x ~ p(x|z)`` if not ``mean``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidArgumentError(f"n must be an integer >= 1, got {n!r}")
+        positive_int("n", n)
         p = self.prior
         ref = p.base_dist.loc
         eps = torch.randn(n, self.latent_dim, generator=generator, dtype=ref.dtype)

@@ -21,7 +21,7 @@ import torch
 from torch.distributions import Distribution, Independent, Normal
 
 from vaelab.distributions.kl import kl_divergence
-from vaelab.errors import InvalidArgumentError
+from vaelab.errors import InvalidArgumentError, positive_int
 
 KL_MODES = ("analytic", "sampled")
 ELBO_FORMS = ("kl", "entropy")
@@ -39,12 +39,6 @@ class ELBOOutput:
     log_px_z: torch.Tensor  # E_q[log p(x|z)], the reconstruction term
     kl: torch.Tensor  # KL(q(z|x) ‖ p(z)), analytic or estimated
     objective: torch.Tensor
-
-
-def _check_k(name: str, k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {k!r}")
-    return k
 
 
 def _posterior(model, x: torch.Tensor, q: Distribution | None) -> Distribution:
@@ -92,7 +86,7 @@ def elbo(
     if q is None and hasattr(model, "log_weight_terms"):
         # a posterior that is not one distribution (several stochastic layers): everything
         # from the model's own samples; the KL is estimated on them.
-        _check_k("n_samples", n_samples or 0)
+        positive_int("n_samples", n_samples)  # sampled: no closed form for this posterior
         log_px_z, log_ratio = model.log_weight_terms(x, n_samples)
         log_px_z, kl_term = log_px_z.mean(0), -log_ratio.mean(0)
         return ELBOOutput(log_px_z - kl_term, log_px_z, kl_term, log_px_z - beta * kl_term)
@@ -101,7 +95,7 @@ def elbo(
     if n_samples is None:
         log_px_z, kl_term = _exact_terms(model, x, q, prior)
     else:
-        _check_k("n_samples", n_samples)
+        positive_int("n_samples", n_samples)
         z = q.rsample((n_samples,)) if q.has_rsample else q.sample((n_samples,))  # (S, B, L)
         log_px_z = model.decode(z).log_prob(x).mean(0)  # (B,)
         if form == "entropy":
@@ -147,7 +141,7 @@ def log_weights(
     receives ``Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ``, the decoder the usual ``Σ_k w̃_k ∂log w_k/∂θ``.
     The values returned are the same as without ``dreg``.
     """
-    _check_k("k", k)
+    positive_int("k", k)
     if q is None and hasattr(model, "log_weights"):
         return model.log_weights(x, k, dreg=dreg)
     q = _posterior(model, x, q)

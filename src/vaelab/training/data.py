@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from vaelab.data import load_array_split, load_split
-from vaelab.data.transforms import binarize_fixed, dequantize, is_binary
+from vaelab.data.transforms import binarize_dynamic, binarize_fixed, dequantize, is_binary
 from vaelab.errors import DataError
 from vaelab.training.config import DataConfig
 
@@ -41,10 +41,8 @@ class DataPipeline:
         self.device = torch.device(device)
         self._raw: dict[str, torch.Tensor] = {}
         self._eval: dict[str, torch.Tensor] = {}
-        self._labels: dict[str, torch.Tensor | None] = {}
         for split, x in (tensors or {}).items():  # data handed over in memory
             self._raw[split] = x.to(self.device)
-            self._labels[split] = None
         first = self.raw(primary)  # the split whose type and shape define the data
         self.eight_bit = first.dtype == torch.uint8
         self.data_shape = tuple(first.shape[1:])
@@ -64,12 +62,7 @@ class DataPipeline:
             if len(s) == 0:
                 raise DataError(f"{d.dataset}: the {split} split is empty")
             self._raw[split] = s.images.to(self.device)
-            self._labels[split] = s.labels
         return self._raw[split]
-
-    def labels(self, split: str) -> torch.Tensor | None:
-        self.raw(split)
-        return self._labels[split]
 
     def _check(self, x: torch.Tensor) -> None:
         d, name = self.cfg, self.cfg.dataset
@@ -108,9 +101,7 @@ class DataPipeline:
         """Transform raw training examples for one step (fresh noise from ``generator``)."""
         if self.likelihood == "bernoulli":
             if self.cfg.binarize == "dynamic":
-                u = torch.rand(x.shape, generator=generator, device=x.device)
-                # Bernoulli(x/255): u < x/255  ⇔  255·u < x, without materializing x/255
-                return (u * 255.0 < x).float() if x.dtype == torch.uint8 else (u < x).float()
+                return binarize_dynamic(x, generator)
             return self._scale(x)  # "none": already binary; "fixed": pre-binarized below
         if self.dequantized:
             return dequantize(x, generator)

@@ -34,7 +34,6 @@ from typing import Any
 
 import torch
 
-from vaelab import __version__
 from vaelab.config import from_dict, to_dict
 from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
 from vaelab.io import (
@@ -44,8 +43,9 @@ from vaelab.io import (
     read_json,
     save_tensors,
 )
-from vaelab.models.base import CONFIG_FILE, FORMAT_VERSION, MODEL_REGISTRY, WEIGHTS_FILE
+from vaelab.models.base import CONFIG_FILE, MODEL_REGISTRY, WEIGHTS_FILE
 from vaelab.objectives import elbo
+from vaelab.rng import seeded
 from vaelab.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from vaelab.training.config import RunConfig, validate
 from vaelab.training.data import IN_MEMORY, DataPipeline
@@ -59,7 +59,9 @@ RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_FILE, EVAL_FILE
 SYNC_EVERY = 25  # steps between reads of device-side statistics (progress bar, NaN checks)
 
 
-# Settings a resumed run may change: none of them alters the trajectory of the parameters.
+# Settings a resumed run may change: none of them alters the trajectory of the parameters
+# (more or fewer epochs only extends or ends it, and is refused for schedules whose shape
+# depends on the number of epochs).
 RESUMABLE_CHANGES = (
     "train.epochs",
     "train.threads",
@@ -325,6 +327,13 @@ class Trainer:
             for key in _flat_keys(saved) | _flat_keys(given)
             if _lookup(saved, key) != _lookup(given, key) and key not in RESUMABLE_CHANGES
         ]
+        schedule = given["train"]["schedule"]
+        if saved["train"]["epochs"] != given["train"]["epochs"] and schedule in ("cosine", "burda"):
+            raise ConfigError(
+                f"train.epochs: the {schedule} schedule is laid out over the run's "
+                f"{saved['train']['epochs']} epochs, so a resumed run cannot change them "
+                "(start a new run, or use the constant or step schedule)"
+            )
         if changed:
             raise ConfigError(
                 f"--resume continues {self.run_dir} as it was configured; these settings differ "
@@ -342,17 +351,8 @@ class Trainer:
             ) from None
 
     def _write_config_file(self) -> None:
-        atomic_write_json(
-            self.run_dir / CONFIG_FILE,
-            {
-                "class": type(self.model).__name__,
-                "format_version": FORMAT_VERSION,
-                "vaelab_version": __version__,
-                "config": to_dict(self.model.config),
-                "run": to_dict(self.cfg),
-                "data": self.data.describe(),
-            },
-        )
+        meta = {**self.model.describe(), "run": to_dict(self.cfg), "data": self.data.describe()}
+        atomic_write_json(self.run_dir / CONFIG_FILE, meta)
 
     # -- pieces --------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -542,7 +542,7 @@ class Trainer:
         x_all = self.data.eval_data("valid")
         self.model.eval()
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        with _fork_rng(self.device, seed=self.cfg.data.eval_seed):
+        with seeded(self.device, self.cfg.data.eval_seed):
             for i in range(0, x_all.shape[0], 1000):
                 x = x_all[i : i + 1000]
                 with self.autocast():
@@ -640,6 +640,10 @@ class Trainer:
             images = 0
             t0 = time.perf_counter()
             bar = self._progress_bar(epoch, start_step)
+            # defined before the first step: a run resumed at the very end of an epoch
+            # (interrupted after its last step) takes no step before closing the epoch
+            lr = learning_rate(t, s["global_step"], epoch, self.total_steps) * s["lr_scale"]
+            beta = kl_weight(t, s["global_step"], self.steps_per_epoch)
             for step in range(start_step, self.steps_per_epoch):
                 idx = perm[step * t.batch_size : (step + 1) * t.batch_size]
                 x = self.data.train_batch(self.train_x[idx], self.data_gen)
@@ -694,8 +698,10 @@ class Trainer:
         if t.objective == "iwae":  # the IWAE objective does not split into the two terms
             train["reconstruction"] = train["kl"] = float("nan")
         val = self.validate()
-        improved = s["best_val_elbo"] is None or val["val_elbo"] > s["best_val_elbo"]
-        if improved and math.isfinite(val["val_elbo"]):
+        improved = math.isfinite(val["val_elbo"]) and (
+            s["best_val_elbo"] is None or val["val_elbo"] > s["best_val_elbo"]
+        )
+        if improved:
             s["best_val_elbo"] = val["val_elbo"]
             s["best_epoch"] = epoch + 1
             s["epochs_since_best"] = 0
@@ -830,12 +836,3 @@ class _DeviceStats:
         self.examples.zero_()
         self.skipped.zero_()
         return int(self.bad_run.item())
-
-
-@contextlib.contextmanager
-def _fork_rng(device: torch.device, seed: int):
-    """Run a block with a fixed seed and give the global RNG back untouched afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type):
-        torch.manual_seed(seed)
-        yield

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from vaelab.errors import InvalidArgumentError
-
-
-def _check_n(name: str, n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {n!r}")
-    return n
+from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.rng import seeded
 
 
 @torch.no_grad()
 def samples(model, n: int, seed: int = 0, mean: bool = True) -> torch.Tensor:
     """``n`` decoded prior samples ``(n, *data_shape)``: likelihood means, or draws."""
-    _check_n("n", n)
+    positive_int("n", n)
     g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded("cpu", seed):
         return model.sample(n, mean=mean, generator=g)
 
 
@@ -30,7 +24,7 @@ def reconstructions(model, x: torch.Tensor, per_row: int = 8) -> torch.Tensor:
     Returns ``(2N, *data_shape)`` ordered so that a grid of ``per_row`` columns shows a row of
     originals above the row of their reconstructions.
     """
-    _check_n("per_row", per_row)
+    positive_int("per_row", per_row)
     recon = model.decode(model.encode(x).mean).mean.to(x.dtype)
     rows = []
     for i in range(0, x.shape[0], per_row):
@@ -44,7 +38,7 @@ def interpolations(model, a: torch.Tensor, b: torch.Tensor, steps: int = 10) -> 
 
     Returns ``(N · steps, *data_shape)``: one row per pair, ``steps`` columns from ``a`` to ``b``.
     """
-    _check_n("steps", steps)
+    positive_int("steps", steps)
     if steps < 2:
         raise InvalidArgumentError(f"steps must be >= 2, got {steps}")
     za, zb = model.encode(a).mean, model.encode(b).mean  # (N, L)
