@@ -28,8 +28,12 @@ def test_result_matches_its_recipe_and_weights(path):
     assert weights.stat().st_size < 5 * 2**20
     recipe = resolve(REPO / "configs" / "iwae" / f"{res['row']}.yaml")
     saved = json.loads((path.with_suffix("") / "config.json").read_text())
-    assert saved["config"]["hidden"] == list(recipe.model["hidden"])
-    assert saved["config"]["latent_dim"] == recipe.model["latent_dim"]
+    assert saved["class"] == recipe.model_class
+    for key, value in recipe.model.items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert saved["config"][key] == expected, key
+    # the recipe's epochs, or an override recorded in the command
+    assert res["epochs"] == recipe.train.epochs or f"train.epochs={res['epochs']}" in res["command"]
     assert res["k"] == 5000 and res["n_test"] == 10_000
     # the importance-sampled NLL can only improve on the ELBO, and not by absurd amounts
     assert res["nll"] <= -res["elbo"] + 3 * res["nll_stderr"]
