@@ -179,7 +179,7 @@ class VAE(LatentVariableModel):
         xf = x.reshape(x.shape[0], -1).to(h.dtype)  # (B, D)
         u = xf @ last.weight.to(h.dtype)  # (B, H): Wᵀx per example
         xb = xf @ last.bias.to(h.dtype)  # (B,)
-        xdot = (h.reshape(*lead, -1) * u).sum(-1) + xb  # Σ_d x_d ℓ_d, broadcast over samples
+        xdot = torch.linalg.vecdot(h.reshape(*lead, -1), u) + xb  # Σ_d x_d ℓ_d per sample
         return xdot - F.softplus(logits).sum(-1).reshape(lead)
 
     def elbo(self, x: torch.Tensor, **kwargs):
