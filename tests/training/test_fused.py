@@ -61,6 +61,28 @@ def test_fused_step_matches_autograd(objective, k, estimator, beta, arch):
         torch.testing.assert_close(gf[name], ga[name], rtol=1e-8, atol=1e-10, msg=name)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_second_step_overwrites_the_gradients_of_the_first(precision):
+    # the step writes into the same .grad tensors every time: nothing may carry over
+    torch.manual_seed(0)
+    model = VAE(data_shape=(1, 4, 5), latent_dim=3, hidden=(16,))
+    cfg = TrainConfig(objective="elbo", k=2, precision=precision)
+    step = FusedStep(model, cfg)
+    x1, x2 = ((torch.rand(6, 1, 4, 5) < p).float() for p in (0.2, 0.7))
+    torch.manual_seed(1)
+    step(x1, 1.0)
+    first = [p.grad for p in model.parameters()]
+    torch.manual_seed(2)
+    step(x2, 1.0)
+    again = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert all(p.grad is g for p, g in zip(model.parameters(), first, strict=True))
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(2)
+    step(x2, 1.0)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(again[n], p.grad, rtol=0, atol=0, msg=n)
+
+
 def test_unsupported_models_are_named():
     cfg = TrainConfig()
     assert "conv" in unsupported_reason(VAE(arch="conv", hidden=(8,)), cfg)

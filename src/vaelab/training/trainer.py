@@ -518,10 +518,12 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.grad is not None]
         grads = [p.grad for p in params]
         if t.grad_clip is not None:
-            norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
+            total = torch.nn.utils.clip_grad_norm_(params, t.grad_clip, foreach=True)
         else:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        found_inf = (~torch.isfinite(norm) | ~torch.isfinite(loss.detach())).float()
+            # any inf or nan in any gradient makes this sum non-finite; a plain sum reads
+            # each gradient once, half the cost of a norm (~3% of a W1 step)
+            total = torch.stack([g.sum() for g in grads]).sum()
+        found_inf = (~torch.isfinite(total) | ~torch.isfinite(loss.detach())).float()
         if self.scaler is not None:
             # the scaler's own skip logic handles fp16 overflow; it also needs to see ours
             self.optimizer.found_inf = None
