@@ -8,15 +8,14 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution
 
+from vaelab._malloc import keep_freed_memory
 from vaelab.errors import positive_int
 from vaelab.objectives.elbo import _posterior, log_weights
 
-# Default cap on the number of decoder outputs held at once per chunk (elements, not bytes).
-# 2**21 float32 logits are 8 MiB. The cap is set by the C allocator more than by the cache:
-# at 2**22 a chunk's temporaries (logits, their softplus, the hidden layer) add up to more
-# than glibc keeps after a free (its dynamic trim threshold tops out at 32 MiB), so every
-# chunk got fresh pages from the kernel and paid a page fault per 4 KiB; that made K=5000
-# evaluation ~1.5x slower on 2 cores (35 vs 23 ms per image for the 784-400-20 model).
+# Default cap on the number of decoder outputs held at once per chunk (elements, not bytes):
+# 2**21 float32 logits are 8 MiB. On 2 cores, K=5000 for the 784-400-20 model ran at 23 ms
+# per image from 2**20 to 2**22 elements (2**18: 27 ms), once the allocator keeps freed
+# chunks (see vaelab._malloc; without that, 2**22 took 35 ms).
 DEFAULT_MAX_ELEMENTS = 2**21
 
 
@@ -55,6 +54,8 @@ def log_likelihood(
     (``nan`` for K = 1).
     """
     positive_int("k", k)
+    if x.device.type == "cpu":
+        keep_freed_memory()  # chunks reuse their memory instead of faulting it in (_malloc)
     if chunk_size is None:
         chunk_size = _chunk_size(model, x.shape[0], k, max_elements)
     positive_int("chunk_size", chunk_size)

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from vaelab._malloc import keep_freed_memory
 from vaelab.config import from_dict, to_dict
 from vaelab.errors import CheckpointError, ConfigError, DataError, VaelabError
 from vaelab.io import (
@@ -261,6 +262,8 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on each step's temporaries (see _malloc)
         self.data = DataPipeline(
             self.cfg.data, model_likelihood(self.cfg), self.device, tensors=tensors
         )
