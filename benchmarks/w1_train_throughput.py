@@ -139,8 +139,31 @@ def main(argv: list[str] | None = None) -> dict:
         print_report=False,
     )
     _common.finish_with_peak(summary, peak, args.threads, flops)
+    _faster_peer_ratios(summary)
     _common.report(summary)
     return summary
+
+
+PEERS = ("pytorch-examples", "pythae")
+
+
+def _faster_peer_ratios(summary: dict) -> None:
+    """The issue's target is 2× the *faster* peer of the same run: record and note it."""
+    medians = summary["medians"]
+    rates = {p: medians[p]["images_per_s"] for p in PEERS if "images_per_s" in medians.get(p, {})}
+    if not rates:
+        return
+    peer = max(rates, key=rates.get)
+    ratios = {
+        name: med["images_per_s"] / rates[peer]
+        for name, med in medians.items()
+        if name not in PEERS and "images_per_s" in med
+    }
+    summary["vs_faster_peer"] = {"peer": peer, "ratios": ratios}
+    shown = ", ".join(f"{name} {r:.2f}x" for name, r in ratios.items())
+    summary.setdefault("notes", []).append(
+        f"vs the faster peer ({peer}, {rates[peer]:,.0f} images/s): {shown} (target 2x)"
+    )
 
 
 def _pythae_version() -> str | None:
