@@ -5,9 +5,11 @@ threshold with fresh pages from the kernel and gives heap memory above its trim 
 back on ``free``; both thresholds adapt upwards but stop at 32/64 MiB. A training step or an
 evaluation chunk that makes and drops tens of MiB of temporaries (the IWAE bound with
 ``k=50``: five 16 MiB logit-sized buffers per step) therefore gets new pages every step and
-pays a page fault per 4 KiB. Measured on 2 cores (torch 2.13): the ``k=50`` IWAE step of
-``configs/iwae/iwae-1layer-k50-fast.yaml`` took 125 ms with the defaults and 94 ms with the
-thresholds below; K=5000 evaluation in 2**22-element chunks 35 vs 23 ms per image.
+pays a page fault per 4 KiB. ``benchmarks/allocator.py`` (a fresh process per run, torch
+2.13, 2-core VM): the ``k=50`` IWAE step of ``configs/iwae/iwae-1layer-k50-fast.yaml`` took
+126 ms with glibc's defaults and 99 ms with the thresholds below on one thread (73 vs 55 ms
+on two); K=5000 evaluation in 2**22-element chunks 61 vs 44 ms per image on one thread (no
+difference on two).
 
 The setting is process-wide, so vaelab applies it only when it is about to do such work
 (training, evaluation), only on glibc, and never over a choice the user made with glibc's

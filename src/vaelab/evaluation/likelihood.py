@@ -14,8 +14,9 @@ from vaelab.objectives.elbo import _posterior, log_weights
 
 # Default cap on the number of decoder outputs held at once per chunk (elements, not bytes):
 # 2**21 float32 logits are 8 MiB. On 2 cores, K=5000 for the 784-400-20 model ran at 23 ms
-# per image from 2**20 to 2**22 elements (2**18: 27 ms), once the allocator keeps freed
-# chunks (see vaelab._malloc; without that, 2**22 took 35 ms).
+# per image from 2**20 to 2**22 elements (2**18: 27 ms) with the allocator keeping freed
+# chunks (vaelab._malloc); a smaller chunk also keeps the temporaries under glibc's own
+# thresholds where that setting is not in force.
 DEFAULT_MAX_ELEMENTS = 2**21
 
 
