@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from vaelab import VAE
-from vaelab.evaluation.report import evaluate_model
-from vaelab.training import Trainer, resolve
+from vaelab.config import resolve
+from vaelab.evaluation.metrics import evaluate_model
+from vaelab.training import Trainer
 
 
 def examples_model_flags() -> dict:

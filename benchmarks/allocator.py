@@ -60,7 +60,8 @@ def loglik(keep: bool, x: torch.Tensor, k: int) -> dict:
 
 def iwae_k50_epoch(keep: bool, x: torch.Tensor) -> dict:
     _set_allocator(keep)
-    from vaelab.training import Trainer, resolve
+    from vaelab.config import resolve
+    from vaelab.training import Trainer
 
     images = x.reshape(-1, 1, 28, 28)
     flags = {"data.binarize": "none", "train.epochs": 1, "train.final_eval_n": 0}

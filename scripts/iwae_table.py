@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from vaelab.evaluation.report import evaluate_run
+from vaelab.config import resolve
+from vaelab.evaluation.evaluate import evaluate_run
 from vaelab.io import atomic_write_json
-from vaelab.training.config import resolve
-from vaelab.training.trainer import METRICS_FILE, Trainer
+from vaelab.runs import METRICS_FILE
+from vaelab.training import Trainer
 
 # Burda, Grosse & Salakhutdinov (2015), Table 1: test NLL (nats), K=5000.
 PAPER = {

@@ -9,7 +9,7 @@ the published values below), keeps the first 9,000 training images and labels an
 (no file name, mtime 0, OS byte 255, deflate level 9) into src/vaelab/data/embedded/. The same
 input gives the same bytes on every run with the same zlib; the decompressed content is the same
 everywhere. It prints the sha256 of each output (decompressed, then .gz) for
-``vaelab.data.datasets.DATASETS["mnist-mini"]``. ``--check`` compares against the files already
+``vaelab.data.registry.DATASETS["mnist-mini"]``. ``--check`` compares against the files already
 there instead of writing.
 
 Needs only the standard library.

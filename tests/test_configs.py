@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.training.config import resolve
-from vaelab.training.trainer import build_model
+from vaelab.config import resolve
+from vaelab.models.build import build_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vaelab.evaluation.report import evaluate_run
-from vaelab.training.config import resolve
+from vaelab.config import resolve
+from vaelab.evaluation.evaluate import evaluate_run
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = sorted((REPO / "results" / "iwae").glob("*.json"))

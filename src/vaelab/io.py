@@ -169,7 +169,7 @@ def _check_header(header, data_bytes: int) -> dict[str, str]:
         if not isinstance(entry, dict) or set(entry) != _HEADER_KEYS:
             raise _CorruptHeader(f"tensor {name!r} is not described by dtype, shape and offsets")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _ITEMSIZE:
+        if not isinstance(dtype, str) or dtype not in _ITEMSIZE:
             raise _CorruptHeader(f"tensor {name!r} has an unknown dtype {str(dtype)[:20]!r}")
         if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
             raise _CorruptHeader(f"tensor {name!r} has an invalid shape")

@@ -88,7 +88,7 @@ def test_dreg_leaves_the_values_unchanged():
 
 
 def test_two_layer_model_evaluates():
-    from vaelab.evaluation.report import evaluate_model
+    from vaelab.evaluation.metrics import evaluate_model
 
     torch.manual_seed(0)
     m = HierarchicalVAE(data_shape=(12,), latent_dims=(4, 2), hidden=(9,), hidden2=(6,))

@@ -21,7 +21,7 @@ from vaelab.data import (
     load_split,
     read_idx,
 )
-from vaelab.data import datasets as ds
+from vaelab.data import registry as ds
 from vaelab.errors import DataError, InvalidArgumentError
 
 

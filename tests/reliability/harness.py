@@ -93,7 +93,7 @@ RUN_TIMEOUT_S = 180.0
 
 def vaelab_cmd(*args: str) -> list[str]:
     """The ``vaelab`` command line, run by this interpreter (the console script's module)."""
-    return [sys.executable, "-m", "vaelab.cli", *args]
+    return [sys.executable, "-m", "vaelab", *args]
 
 
 def child_env(data_home: Path) -> dict[str, str]:

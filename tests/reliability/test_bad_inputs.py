@@ -622,7 +622,7 @@ def test_full_disk_at_the_start_is_one_line(tmp_path, capsys, monkeypatch):
 
 def _metrics_write(monkeypatch, behaviour: str, on_epoch: int) -> None:
     """Make the os.write of epoch ``on_epoch``'s metrics line fail (ENOSPC) or come up short."""
-    from vaelab.training import trainer as trainer_mod
+    from vaelab.runs import metrics as metrics_mod
 
     real = os.write
     done = []
@@ -645,7 +645,7 @@ def _metrics_write(monkeypatch, behaviour: str, on_epoch: int) -> None:
 
     proxy = types.SimpleNamespace(**{k: getattr(os, k) for k in dir(os) if not k.startswith("__")})
     proxy.write = write
-    monkeypatch.setattr(trainer_mod, "os", proxy)
+    monkeypatch.setattr(metrics_mod, "os", proxy)
 
 
 def test_full_disk_appending_metrics_is_one_line(tmp_path, capsys, monkeypatch):

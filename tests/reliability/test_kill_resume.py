@@ -178,7 +178,7 @@ def test_printed_resume_command_finishes_the_run_as_configured(
 
     run_dir = tmp_path / "run"
     with monkeypatch.context() as mp:
-        mp.setattr(trainer_mod, "_StopFlag", lambda: _StopAfter(20))
+        mp.setattr(trainer_mod, "StopFlag", lambda: _StopAfter(20))
         assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     m = INTERRUPTED.match(last)
@@ -244,7 +244,7 @@ def test_resume_removes_temporary_files_of_a_killed_write(tmp_path, monkeypatch)
 
     run_dir = tmp_path / "run"
     with monkeypatch.context() as m:
-        m.setattr(trainer_mod, "_StopFlag", lambda: _StopAfter(20))
+        m.setattr(trainer_mod, "StopFlag", lambda: _StopAfter(20))
         assert main(["train", "--out", str(run_dir), *harness.TRAIN_ARGS]) == 130
     stale = run_dir / ".checkpoint.safetensors.k9j8h7.tmp"  # what a SIGKILL mid-write leaves
     stale.write_bytes(b"\0" * 1000)
@@ -270,7 +270,7 @@ def test_metrics_lines_beyond_the_checkpoint_are_dropped_on_resume(
     original = trainer_mod.Trainer.save_checkpoint
 
     def crash_at_end_of_epoch_2(self):
-        if self.state["epoch"] == 2 and self.state["step_in_epoch"] == 0:
+        if self.state.epoch == 2 and self.state.step_in_epoch == 0:
             raise SystemExit("simulated kill")
         original(self)
 

@@ -16,12 +16,13 @@ import torch
 
 from tests.reliability import harness
 from vaelab.cli import main
+from vaelab.data import pipeline as data_mod
 from vaelab.io import load_tensors
 from vaelab.models.base import SavableModel
-from vaelab.training import data as data_mod
+from vaelab.training import steps as steps_mod
 from vaelab.training import trainer as trainer_mod
 from vaelab.training.checkpoint import read_checkpoint
-from vaelab.training.objective import Objective
+from vaelab.training.steps import Objective
 
 
 def _args(epochs: int, *extra: str) -> list[str]:
@@ -61,20 +62,20 @@ def _poison_loss(monkeypatch, bad, *, gradient_only: bool = False) -> _Calls:
     The poison goes into the autograd objective, so the hand-written step is switched off
     (NaN batches, ``_poison_batches``, go through whichever step the run uses).
     """
-    monkeypatch.setattr(trainer_mod, "unsupported_reason", lambda *a: "poisoned in this test")
+    monkeypatch.setattr(steps_mod, "unsupported_reason", lambda *a: "poisoned in this test")
     calls = _Calls(bad)
     original = Objective.terms
 
     def terms(self, model, x, beta):
-        loss, stats = original(self, model, x, beta)
+        out = original(self, model, x, beta)
         if calls.next():
             if gradient_only:
                 p = next(model.parameters())
                 # sqrt'(0) = inf and 0·inf = NaN: the value stays finite, the gradient does not
-                loss = loss + 0.0 * torch.sqrt(p.sum() - p.sum().detach())
+                out.loss = out.loss + 0.0 * torch.sqrt(p.sum() - p.sum().detach())
             else:
-                loss = loss * float("nan")
-        return loss, stats
+                out.loss = out.loss * float("nan")
+        return out
 
     monkeypatch.setattr(Objective, "terms", terms)
     return calls
@@ -188,19 +189,19 @@ def test_persistent_non_finite_steps_stop_with_one_line_and_the_best_model_intac
     original = Objective.terms
 
     def terms(self, model, x, beta):  # from step 40 on, every loss is NaN
-        loss, stats = original(self, model, x, beta)
+        out = original(self, model, x, beta)
         terms.n += 1
         if terms.n >= 40:
             if not best_then:
                 best_then["bytes"] = (run / "model.safetensors").read_bytes()
-            loss = loss * float("nan")
-        return loss, stats
+            out.loss = out.loss * float("nan")
+        return out
 
     terms.n = 0
     args = _args(3, "--set", "train.max_bad_steps=5", "--set", "train.max_rollbacks=2")
     with monkeypatch.context() as m:
         m.setattr(Objective, "terms", terms)
-        m.setattr(trainer_mod, "unsupported_reason", lambda *a: "poisoned in this test")
+        m.setattr(steps_mod, "unsupported_reason", lambda *a: "poisoned in this test")
         code = main(["train", "--out", str(run), *args])
     err = capsys.readouterr().err
     assert code == 2

@@ -6,24 +6,24 @@ import pytest
 import torch
 
 from vaelab import VAE
-from vaelab.training.config import TrainConfig
-from vaelab.training.fused import FusedStep, unsupported_reason
-from vaelab.training.objective import Objective
+from vaelab.config import TrainConfig
+from vaelab.training.steps import Objective
+from vaelab.training.steps.fused_mlp import FusedStep, unsupported_reason
 
 
 def _autograd(model, cfg, x, beta, seed):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    loss, stats = Objective(cfg).terms(model, x, beta)
-    loss.backward()
-    return loss.detach(), stats, {n: p.grad.clone() for n, p in model.named_parameters()}
+    out = Objective(cfg).terms(model, x, beta)
+    out.loss.backward()
+    return out.loss.detach(), out.sums(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def _fused(model, cfg, x, beta, seed):
     torch.manual_seed(seed)
     model.zero_grad(set_to_none=True)
-    loss, stats = FusedStep(model, cfg)(x, beta)
-    return loss, stats, {n: p.grad.clone() for n, p in model.named_parameters()}
+    out = FusedStep(model, cfg)(x, beta)
+    return out.loss, out.sums(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,8 @@ def test_unsupported_models_are_named():
 
 
 def test_trainer_takes_the_fused_step_and_learns_the_same(tmp_path):
-    from vaelab.training import Trainer, resolve
+    from vaelab.config import resolve
+    from vaelab.training import Trainer
 
     x = (torch.rand(2000, 1, 28, 28) < 0.2).float()
     rows = {}
@@ -117,7 +118,7 @@ def test_trainer_takes_the_fused_step_and_learns_the_same(tmp_path):
             log=lambda m: None,
             tensors={"train": x, "valid": x[:200]},
         )
-        assert (trainer.fused is not None) == fused
+        assert isinstance(trainer.step, FusedStep) == fused
         trainer.run()
         rows[fused] = [
             json.loads(line)

@@ -1,25 +1,20 @@
 """Data: registered image datasets (verified IDX files, fixed splits), a user's own arrays,
 and the transforms that make a likelihood honest (binarization, dequantization, bits/dim)."""
 
-from vaelab.data.datasets import (
+from vaelab.data.arrays import load_array, load_array_split, split_array
+from vaelab.data.builtin import Split, dataset_status, load_split
+from vaelab.data.download import fetch
+from vaelab.data.idx import parse_idx, read_idx
+from vaelab.data.registry import (
     DATASETS,
     EMBEDDED_DIR,
     ROLES,
     SPLITS,
     DatasetInfo,
     RemoteFile,
-    Split,
     data_home,
-    dataset_status,
     get_info,
-    load_array,
-    load_array_split,
-    load_split,
-    split_array,
-    verify_file_bytes,
 )
-from vaelab.data.download import fetch
-from vaelab.data.idx import parse_idx, read_idx
 from vaelab.data.transforms import (
     LOG2_256_CORRECTION,
     binarize_dynamic,
@@ -29,6 +24,7 @@ from vaelab.data.transforms import (
     is_binary,
     to_unit,
 )
+from vaelab.data.verify import verify_file_bytes
 
 __all__ = [
     "DATASETS",

@@ -13,19 +13,16 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from vaelab._version import __version__
+from vaelab.data.registry import ROLES, DatasetInfo, RemoteFile
+from vaelab.data.verify import verify_file_bytes
 from vaelab.errors import DataError, InvalidArgumentError
 from vaelab.io import fsync_dir
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from vaelab.data.datasets import DatasetInfo, RemoteFile
 
 __all__ = ["fetch"]
 
@@ -63,8 +60,6 @@ def _url(mirror: str, filename: str) -> str:
 def _download_one(
     url: str, target: Path, rf: RemoteFile, dataset: str, *, timeout: float, max_bytes: int
 ) -> None:
-    from vaelab.data.datasets import verify_file_bytes
-
     tmp: str | None = None
     try:
         request = urllib.request.Request(url, headers={"User-Agent": f"vaelab/{__version__}"})
@@ -133,8 +128,6 @@ def fetch(
     verifies what it reads. Raises one-line :class:`DataError` naming the files still missing,
     every mirror tried with its failure, and the folder where the files can be put by hand.
     """
-    from vaelab.data.datasets import ROLES
-
     roles = tuple(ROLES if roles is None else roles)
     for role in roles:
         if role not in info.files:

@@ -10,6 +10,8 @@ from torch.distributions import Distribution
 
 from vaelab._malloc import keep_freed_memory
 from vaelab.errors import positive_int
+from vaelab.models.base import LatentVariableModel
+from vaelab.models.protocols import OwnImportanceWeights
 from vaelab.objectives.elbo import _posterior, log_weights
 
 # Default cap on the number of decoder outputs held at once per chunk (elements, not bytes):
@@ -29,8 +31,10 @@ class LogLikelihoodOutput:
     k: int
 
 
-def _chunk_size(model, batch: int, k: int, max_elements: int) -> int:
-    per_sample = batch * int(getattr(model, "output_features", 1024))
+def _chunk_size(model, x: torch.Tensor, k: int, max_elements: int) -> int:
+    # decoder outputs per sample: the likelihood's parameters, else one per data value
+    outputs = model.output_features if isinstance(model, LatentVariableModel) else x[0].numel()
+    per_sample = x.shape[0] * int(outputs)
     return max(1, min(k, max_elements // max(per_sample, 1)))
 
 
@@ -58,9 +62,9 @@ def log_likelihood(
     if x.device.type == "cpu":
         keep_freed_memory()  # chunks reuse their memory instead of faulting it in (_malloc)
     if chunk_size is None:
-        chunk_size = _chunk_size(model, x.shape[0], k, max_elements)
+        chunk_size = _chunk_size(model, x, k, max_elements)
     positive_int("chunk_size", chunk_size)
-    if q is None and not hasattr(model, "log_weights"):
+    if q is None and not isinstance(model, OwnImportanceWeights):
         q = _posterior(model, x, q)  # encode once; each chunk only samples and decodes
     lse = lse_sq = None
     done = 0

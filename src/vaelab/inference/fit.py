@@ -10,6 +10,7 @@ from torch.distributions import Categorical, Distribution
 from vaelab.distributions import diagonal_normal, positive_scale
 from vaelab.distributions.normal import inverse_positive_scale
 from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.models.protocols import ClosedFormExpectation
 from vaelab.objectives.elbo import elbo
 
 FAMILIES = ("auto", "gaussian", "categorical")
@@ -26,7 +27,7 @@ class PosteriorFit:
 
 
 def _has_exact_elbo(model, family: str) -> bool:
-    return family == "categorical" or hasattr(model, "expected_log_likelihood")
+    return family == "categorical" or isinstance(model, ClosedFormExpectation)
 
 
 def fit_posterior(

@@ -10,7 +10,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from vaelab import __version__
+from vaelab._version import __version__
 from vaelab.config import from_dict, to_dict
 from vaelab.errors import CheckpointError, InvalidArgumentError, VaelabError
 from vaelab.io import atomic_write_json, load_tensors, read_json, save_tensors
@@ -36,7 +36,8 @@ class SavableModel(nn.Module):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        MODEL_REGISTRY[cls.__name__] = cls
+        if "config_class" in cls.__dict__:  # a concrete model; bases cannot be built from a file
+            MODEL_REGISTRY[cls.__name__] = cls
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model to ``directory`` (created if needed); returns the folder."""

@@ -61,8 +61,9 @@ class HierarchicalVAEConfig:
 class HierarchicalVAE(LatentVariableModel):
     """``p(z2) p(z1|z2) p(x|z1)`` with ``q(z1|x) q(z2|z1)``; ``z`` is the pair ``(z1, z2)``.
 
-    The posterior is not one distribution, so the model supplies its own
-    :meth:`log_weights`; the ELBO, the IWAE bound and the log-likelihood estimate all use it.
+    The posterior is not one distribution, so the model supplies its own importance weights
+    (:meth:`log_weight_terms`, the ``OwnImportanceWeights`` capability); the ELBO, the IWAE
+    bound and the log-likelihood estimate all use them.
     """
 
     config_class = HierarchicalVAEConfig
@@ -106,11 +107,6 @@ class HierarchicalVAE(LatentVariableModel):
     def log_joint(self, x: torch.Tensor, z: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         z1, z2 = z
         return self.prior.log_prob(z2) + self.prior1(z2).log_prob(z1) + self.decode(z1).log_prob(x)
-
-    def log_weights(self, x: torch.Tensor, k: int, dreg: bool = False) -> torch.Tensor:
-        """``log p(x, z1, z2) − log q(z1|x) − log q(z2|z1)`` for ``k`` samples: ``(k, B)``."""
-        log_px_z, log_ratio = self.log_weight_terms(x, k, dreg)
-        return log_px_z + log_ratio
 
     def log_weight_terms(
         self, x: torch.Tensor, k: int, dreg: bool = False

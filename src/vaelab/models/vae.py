@@ -129,6 +129,19 @@ class VAE(LatentVariableModel):
             )
         self.prior_module = GaussianPrior(c.latent_dim, c.prior_std, c.learn_prior_std)
 
+    def mlp_linears(self) -> tuple[list[nn.Linear], list[nn.Linear]]:
+        """The encoder's and the decoder's linear layers, input to output (MLP architecture).
+
+        The hand-written training step multiplies by these directly.
+        """
+        if self.config.arch != "mlp":
+            raise InvalidArgumentError(f"the {self.config.arch} architecture has no MLP layers")
+        encoder_mlp = self.encoder[1]  # after the Flatten
+        return (
+            [m for m in encoder_mlp if isinstance(m, nn.Linear)],
+            [m for m in self.decoder if isinstance(m, nn.Linear)],
+        )
+
     def encode(self, x: torch.Tensor) -> Independent:
         """``q(z|x)``: a diagonal Gaussian with batch shape ``(B,)`` and event ``(L,)``."""
         self._check_x(x)

@@ -6,10 +6,11 @@ whoever forms a loss. A *model* is anything with
 * ``prior`` — a distribution over ``z``,
 * ``decode(z)`` — the distribution ``p(x|z)``,
 * ``log_joint(x, z)`` — ``log p(x, z)``, broadcasting over leading sample axes of ``z``,
-* optionally ``encode(x)`` — the amortized posterior ``q(z|x)`` (used when ``q`` is not given),
-* optionally ``expected_log_likelihood(x, q)`` — ``E_q[log p(x|z)]`` in closed form,
-* optionally ``log_weights(x, k)`` — its own ``log p(x, z_k) − log q(z_k|x)`` for posteriors that
-  are not a single distribution (e.g. a hierarchy of stochastic layers).
+
+and optionally the capabilities of :mod:`vaelab.models.protocols`: an encoder
+(``AmortizedPosterior``, used when ``q`` is not given), a closed-form ``E_q[log p(x|z)]``
+(``ClosedFormExpectation``), or its own importance weights for posteriors that are not a single
+distribution (``OwnImportanceWeights``, e.g. a hierarchy of stochastic layers).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from vaelab.distributions.kl import kl_divergence
 from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.models.protocols import AmortizedPosterior, ClosedFormExpectation, OwnImportanceWeights
 
 KL_MODES = ("analytic", "sampled")
 ELBO_FORMS = ("kl", "entropy")
@@ -44,7 +46,7 @@ class ELBOOutput:
 def _posterior(model, x: torch.Tensor, q: Distribution | None) -> Distribution:
     if q is not None:
         return q
-    if not hasattr(model, "encode"):
+    if not isinstance(model, AmortizedPosterior):
         raise InvalidArgumentError(
             f"{type(model).__name__} has no encoder: pass the variational distribution q"
         )
@@ -83,7 +85,7 @@ def elbo(
         raise InvalidArgumentError(f"form must be one of {ELBO_FORMS}, got {form!r}")
     if not (beta >= 0 and math.isfinite(beta)):
         raise InvalidArgumentError(f"beta must be a finite number >= 0, got {beta}")
-    if q is None and hasattr(model, "log_weight_terms"):
+    if q is None and isinstance(model, OwnImportanceWeights):
         # a posterior that is not one distribution (several stochastic layers): everything
         # from the model's own samples; the KL is estimated on them.
         positive_int("n_samples", n_samples)  # sampled: no closed form for this posterior
@@ -119,7 +121,7 @@ def _exact_terms(model, x, q, prior) -> tuple[torch.Tensor, torch.Tensor]:
         probs = q.log_prob(z).exp()  # (K, B)
         log_px_z = (probs * model.decode(z).log_prob(x)).sum(0)
         return log_px_z, kl_divergence(q, prior)
-    if hasattr(model, "expected_log_likelihood"):
+    if isinstance(model, ClosedFormExpectation):
         return model.expected_log_likelihood(x, q), kl_divergence(q, prior)
     raise InvalidArgumentError(
         f"n_samples=None needs a discrete q or a model with a closed-form "
@@ -142,8 +144,9 @@ def log_weights(
     The values returned are the same as without ``dreg``.
     """
     positive_int("k", k)
-    if q is None and hasattr(model, "log_weights"):
-        return model.log_weights(x, k, dreg=dreg)
+    if q is None and isinstance(model, OwnImportanceWeights):
+        log_px_z, log_ratio = model.log_weight_terms(x, k, dreg=dreg)
+        return log_px_z + log_ratio
     q = _posterior(model, x, q)
     z = q.rsample((k,)) if q.has_rsample else q.sample((k,))  # (k, B, L)
     if not dreg:

@@ -1,15 +1,6 @@
-"""Training: run configs, the loop, checkpoints, schedules."""
+"""Training: the loop (``trainer``), its state and checkpoints, resume rules, schedules, and
+the steps that compute gradients (``steps``)."""
 
-from vaelab.training.config import DataConfig, RunConfig, TrainConfig, resolve
 from vaelab.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted, TrainResult
 
-__all__ = [
-    "DataConfig",
-    "RunConfig",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "TrainingDiverged",
-    "TrainingInterrupted",
-    "resolve",
-]
+__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "TrainingInterrupted"]

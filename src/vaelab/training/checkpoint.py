@@ -1,9 +1,8 @@
 """The training-state checkpoint: one safetensors file, written atomically.
 
-Weights, optimizer moments and RNG states are tensors; the counters (epoch, position in the
-epoch, best validation score, running sums) and the optimizer's hyper-parameters are JSON in
-the file's metadata. One file means one atomic rename: a crash leaves the previous checkpoint
-or the new one, never a mix.
+Weights, optimizer moments and RNG states are tensors; the counters (:class:`TrainState`) and
+the optimizer's hyper-parameters are JSON in the file's metadata. One file means one atomic
+rename: a crash leaves the previous checkpoint or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -16,20 +15,16 @@ import torch
 
 from vaelab.errors import CheckpointError
 from vaelab.io import read_safetensors, save_tensors
+from vaelab.training.state import TrainState
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
 _META_KEY = "vaelab_training_state"
 CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(
-    path: Path,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
-    rng: dict[str, torch.Tensor],
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
 ) -> None:
-    """Write model, optimizer, RNG states and the JSON ``state`` to ``path`` atomically."""
+    """Write model, optimizer, ``state`` and its RNG states to ``path`` atomically."""
     tensors: dict[str, torch.Tensor] = {}
     for name, t in model.state_dict().items():
         tensors[f"model/{name}"] = t
@@ -39,14 +34,20 @@ def save_checkpoint(
             if not isinstance(value, torch.Tensor):
                 value = torch.tensor(value)
             tensors[f"optim/{idx}/{key}"] = value
-    for name, t in rng.items():
+    for name, t in state.rng.items():
         tensors[f"rng/{name}"] = t
     meta = {
         "version": CHECKPOINT_VERSION,
-        "state": state,
+        "state": state.to_json(),
         "param_groups": opt["param_groups"],
     }
-    save_tensors(path, tensors, metadata={_META_KEY: json.dumps(meta)})
+    try:
+        save_tensors(path, tensors, metadata={_META_KEY: json.dumps(meta)})
+    except OSError as e:
+        raise CheckpointError(
+            f"{path}: could not write checkpoint ({e.strerror or e}); the previous checkpoint "
+            "is intact"
+        ) from None
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -57,7 +58,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         raise CheckpointError(f"{path}: not a vaelab training checkpoint")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"{path}: checkpoint metadata is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint version")
@@ -65,9 +66,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore model and optimizer in place; return the JSON state and the RNG tensors."""
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> TrainState:
+    """Restore model and optimizer in place; return the checked training state with its RNG."""
     meta, tensors = read_checkpoint(path)
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     try:
@@ -88,7 +89,8 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
     if not isinstance(meta.get("state"), dict):
         raise CheckpointError(f"{path}: no training state in the checkpoint; tampered")
-    rng = {k[len("rng/") :]: v for k, v in tensors.items() if k.startswith("rng/")}
-    if not {"torch", "data"} <= rng.keys():
+    state = TrainState.from_json(meta["state"], steps_per_epoch=steps_per_epoch, where=str(path))
+    state.rng = {k[len("rng/") :]: v for k, v in tensors.items() if k.startswith("rng/")}
+    if not {"torch", "data"} <= state.rng.keys():
         raise CheckpointError(f"{path}: RNG state missing; tampered")
-    return meta["state"], rng
+    return state

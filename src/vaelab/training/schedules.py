@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from vaelab.training.config import TrainConfig
+from vaelab.config import TrainConfig
 
 # Burda et al. (2015), section 5: 3^i epochs at lr 1e-3 · 10^(-i/7) for i = 0..7 (3,280 in all).
 BURDA_STAGES = 8

@@ -8,21 +8,12 @@ transformed once with a fixed seed, so their numbers are reproducible.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from vaelab.data import load_array_split, load_split
+from vaelab.config import DataConfig
+from vaelab.data.sources import open_source
 from vaelab.data.transforms import binarize_dynamic, binarize_fixed, dequantize, is_binary
 from vaelab.errors import DataError
-from vaelab.training.config import DataConfig
-
-ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
-IN_MEMORY = "<tensors>"  # the dataset name of data handed to the trainer as tensors
-
-
-def is_array_path(dataset: str) -> bool:
-    return Path(dataset).suffix.lower() in ARRAY_SUFFIXES
 
 
 class DataPipeline:
@@ -39,10 +30,9 @@ class DataPipeline:
         self.cfg = cfg
         self.likelihood = likelihood
         self.device = torch.device(device)
+        self.source = open_source(cfg.dataset, cfg.data_dir, cfg.eval_seed, tensors)
         self._raw: dict[str, torch.Tensor] = {}
         self._eval: dict[str, torch.Tensor] = {}
-        for split, x in (tensors or {}).items():  # data handed over in memory
-            self._raw[split] = x.to(self.device)
         first = self.raw(primary)  # the split whose type and shape define the data
         self.eight_bit = first.dtype == torch.uint8
         self.data_shape = tuple(first.shape[1:])
@@ -52,15 +42,9 @@ class DataPipeline:
     def raw(self, split: str) -> torch.Tensor:
         """The split as stored: uint8 images or float arrays, on the pipeline's device."""
         if split not in self._raw:
-            d = self.cfg
-            if d.dataset == IN_MEMORY:
-                raise DataError(f"no {split} split was given to the in-memory dataset")
-            if is_array_path(d.dataset):
-                s = load_array_split(d.dataset, split, seed=d.eval_seed)
-            else:
-                s = load_split(d.dataset, split, data_dir=d.data_dir)
+            s = self.source.split(split)
             if len(s) == 0:
-                raise DataError(f"{d.dataset}: the {split} split is empty")
+                raise DataError(f"{self.cfg.dataset}: the {split} split is empty")
             self._raw[split] = s.images.to(self.device)
         return self._raw[split]
 

@@ -1,4 +1,4 @@
-"""Evaluate a model on a split: every number with its estimator, its K and its data.
+"""Every evaluation number for a model on prepared data, each with its estimator and its K.
 
 Per example it computes the ELBO (closed-form KL, ``elbo_samples`` reconstruction samples), the
 importance-sampled log-likelihood with ``k`` samples and its Monte Carlo standard error, and the
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +19,7 @@ from torch.distributions import kl_divergence
 from vaelab.data.transforms import bits_per_dim
 from vaelab.errors import InvalidArgumentError, positive_int
 from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, log_likelihood
+from vaelab.models.protocols import OwnImportanceWeights
 from vaelab.objectives import elbo
 from vaelab.rng import seeded
 
@@ -70,7 +70,7 @@ def evaluate_model(
     }
     # a posterior that is not one distribution (several stochastic layers) is sampled by the
     # model itself; active units are then those of its first layer, q(z1|x)
-    hierarchical = hasattr(model, "log_weights")
+    hierarchical = isinstance(model, OwnImportanceWeights)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -145,64 +145,3 @@ def evaluate_model(
         }
     )
     return result
-
-
-def evaluate_split(
-    model,
-    data,
-    split: str = "test",
-    k: int = 5000,
-    n: int | None = None,
-    batch_size: int | None = None,
-    elbo_samples: int = 1,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``split`` of a :class:`~vaelab.training.data.DataPipeline`.
-
-    The report names the split, the data preparation and the likelihood with the numbers.
-    """
-    x = data.eval_data(split)
-    if n is not None:
-        if n < 1:
-            raise InvalidArgumentError(f"n must be >= 1, got {n}")
-        x = x[:n]
-    result = evaluate_model(
-        model,
-        x,
-        k=k,
-        batch_size=batch_size,
-        elbo_samples=elbo_samples,
-        dequantized=data.dequantized,
-        seed=data.cfg.eval_seed,
-        progress=progress,
-    )
-    described = data.describe()
-    return {
-        "split": split,
-        "dataset": described["dataset"],
-        "binarization": described["binarization"],
-        "dequantized": described["dequantized"],
-        "likelihood": getattr(model.config, "likelihood", "bernoulli"),
-        **result,
-    }
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    split: str = "test",
-    k: int = 5000,
-    n: int | None = None,
-    batch_size: int | None = None,
-    elbo_samples: int = 1,
-    device: str = "auto",
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate a run directory's best model on ``split``; the data prepared as in training."""
-    from vaelab.training.run import load_run
-
-    run = load_run(run_dir, device=device, data_dir=data_dir, split=split)
-    report = evaluate_split(
-        run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress
-    )
-    return {"run": str(run_dir), **report}

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
+from vaelab.config import RunConfig
+from vaelab.data.pipeline import DataPipeline
+from vaelab.device import resolve_device
 from vaelab.errors import DataError
 from vaelab.models.base import SavableModel
-from vaelab.training.config import RunConfig
-from vaelab.training.data import DataPipeline
-from vaelab.training.trainer import read_run_config, resolve_device
+from vaelab.runs.config_file import read_run_config
 
 
 @dataclass
@@ -22,10 +23,6 @@ class LoadedRun:
     model: SavableModel
     data: DataPipeline
     device: torch.device
-
-    @property
-    def likelihood(self) -> str:
-        return getattr(self.model.config, "likelihood", "bernoulli")
 
 
 def load_run(
@@ -46,10 +43,9 @@ def load_run(
     dev = resolve_device(device)
     model = SavableModel.load(run_dir, map_location=dev)
     model.eval()
-    likelihood = getattr(model.config, "likelihood", "bernoulli")
-    data = DataPipeline(cfg.data, likelihood, dev, primary=split)
-    want = getattr(model.config, "data_shape", None)
-    if want is not None and tuple(data.data_shape) != tuple(want):
+    data = DataPipeline(cfg.data, model.config.likelihood, dev, primary=split)
+    want = tuple(model.config.data_shape)
+    if tuple(data.data_shape) != want:
         raise DataError(
             f"{cfg.data.dataset}: the {split} data have shape {list(data.data_shape)} per "
             f"example, but the model in {run_dir} expects {list(want)}"

@@ -4,7 +4,7 @@ Why this exists. On a 2-core CPU a step of the pytorch/examples model (784-400-2
 spends about half its time outside the matrix multiplies: autograd's graph, the
 ``torch.distributions`` objects, and a dozen small elementwise kernels per layer. Written out,
 the backward pass of an MLP VAE is a handful of matrix products, and the step runs close to
-the machine's matmul speed. The maths is the same as the autograd path (``objective.py``),
+the machine's matmul speed. The maths is the same as the autograd path (``autograd.py``),
 term for term, and ``tests/training/test_fused.py`` checks the gradients against autograd.
 
 Scope (anything else takes the autograd path): a :class:`~vaelab.models.VAE` with the MLP
@@ -25,10 +25,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vaelab.config import TrainConfig
 from vaelab.distributions import diagonal_normal
 from vaelab.distributions.kl import kl_divergence
 from vaelab.models.vae import LOGVAR_LIMIT, VAE
-from vaelab.training.config import TrainConfig
+from vaelab.training.steps.output import StepOutput
 
 ACTS = ("relu", "tanh")
 
@@ -51,10 +52,6 @@ def unsupported_reason(model, cfg: TrainConfig) -> str | None:
     return None
 
 
-def _linears(mlp: nn.Sequential) -> list[nn.Linear]:
-    return [m for m in mlp if isinstance(m, nn.Linear)]
-
-
 def _grad_buffer(p: nn.Parameter) -> torch.Tensor:
     """``p.grad``, allocated once and then overwritten in place by every step.
 
@@ -75,8 +72,7 @@ class FusedStep:
         if reason is not None:
             raise ValueError(f"the fused step does not support {reason}")
         self.model = model
-        self.enc = _linears(model.encoder[1])
-        self.dec = _linears(model.decoder)
+        self.enc, self.dec = model.mlp_linears()
         self.relu = model.config.activation == "relu"
         self.logvar = model.config.posterior_scale == "logvar"
         self.min_scale = model.config.min_posterior_std
@@ -131,8 +127,8 @@ class FusedStep:
 
     # -- the step -------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fill ``.grad`` of every parameter; return (loss, [bound, elbo, rec, kl] sums)."""
+    def __call__(self, x: torch.Tensor, beta: float) -> StepOutput:
+        """Fill ``.grad`` of every parameter; return the loss and the batch sums."""
         m, k, n_lat = self.model, self.k, self.latent
         batch = x.shape[0]
         x = x.reshape(batch, -1)  # (B, D)
@@ -166,14 +162,15 @@ class FusedStep:
             rec_mean = rec.mean(0)
             elbo = rec_mean - kl
             loss = -(rec_mean - beta * kl).mean()
-            stats = torch.stack([elbo.sum(), elbo.sum(), rec_mean.sum(), kl.sum()])
+            total = elbo.sum()
+            out = StepOutput(loss, total, total, rec_mean.sum(), kl.sum())
             coef = torch.full((k, batch), 1.0 / (k * batch), dtype=x.dtype)
         else:
             lw = rec + prior.log_prob(z) - q.log_prob(z)  # (k, B)
             bound = torch.logsumexp(lw, 0) - math.log(k)
             loss = -bound.mean()
             nan = torch.full((), float("nan"))
-            stats = torch.stack([bound.sum(), lw.mean(0).sum(), nan, nan])
+            out = StepOutput(loss, bound.sum(), lw.mean(0).sum(), nan, nan)
             w = torch.softmax(lw, 0)  # normalized importance weights
             coef = w / batch
         # d loss / d ℓ = (sigmoid(ℓ) − x) · c_kb, c the weight of log p(x|z_kb) in the loss
@@ -200,4 +197,4 @@ class FusedStep:
             d_sigma = (dz * eps).sum(0)
         d_enc_out = torch.cat([d_mu, d_sigma * dsigma_draw], dim=1)  # (B, 2L)
         self._mlp_backward(self.enc, enc_w, enc_outs, d_enc_out, need_input=False)
-        return loss, stats
+        return out

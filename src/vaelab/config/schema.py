@@ -1,22 +1,16 @@
-"""The run configuration: model, data and training settings, all plain data.
+"""The run configuration's schema: model, data and training settings, all plain data.
 
-Resolution order: dataclass defaults → a YAML/JSON config file → ``--set key=value`` and
-command-line flags. Every layer is type-checked by :func:`vaelab.config.from_dict`, so an
-unknown key or a wrong type is an error that names the key.
+Every field is JSON/YAML-serializable and type-checked by :func:`vaelab.config.from_dict`;
+:func:`validate` checks what types cannot (ranges, choices) and names the key. Where values
+come from (defaults → file → ``--set`` → flags) is :mod:`vaelab.config.files`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vaelab.config import from_dict
 from vaelab.errors import ConfigError
 
 MODEL_CLASSES = ("VAE", "HierarchicalVAE")
@@ -26,33 +20,6 @@ OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("standard", "dreg")
 BINARIZE = ("dynamic", "fixed", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, reading 1e-3 as a number as YAML 1.2 and JSON do (YAML 1.1 wants 1.0e-3)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-# What a malformed document can raise besides YAMLError: PyYAML's constructors convert tagged
-# scalars with int()/float()/regexes (`!!int a`, `!!float`), and nesting recurses.
-_PARSE_ERRORS = (
-    yaml.YAMLError,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
-
-
-def _yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no tags, no code
 
 
 @dataclass
@@ -96,8 +63,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:N"
     precision: str = "fp32"  # "bf16"/"fp16" autocast the networks; bounds stay float32
     compile: bool = False  # torch.compile the training step (autograd path only)
-    # the hand-written forward/backward of training/fused.py where the model allows it (MLP
-    # VAE, Bernoulli, ReLU/tanh); the same maths as the autograd path, about twice as fast
+    # the hand-written forward/backward of training/steps/ where the model allows it (MLP VAE,
+    # Bernoulli, ReLU/tanh); the same maths as the autograd path, faster
     fused: bool = True
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     checkpoint_every_s: float = 60.0  # also checkpoint mid-epoch at this interval
@@ -151,81 +118,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             positive(f"train.{key}", getattr(t, key))
     if t.final_eval_n is not None:
         positive("train.final_eval_n", t.final_eval_n, allow_zero=True)
+    if t.objective == "iwae" and t.k < 2:
+        raise ConfigError(f"train.k: the iwae objective needs k >= 2, got {t.k}")
     if t.estimator == "dreg" and t.objective != "iwae":
         raise ConfigError("train.estimator: 'dreg' needs train.objective 'iwae'")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise ConfigError(f"train.device: must be auto, cpu, cuda or cuda:N, got {t.device!r}")
     return cfg
-
-
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML or JSON config file (YAML via the safe loader: no tags, no code)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file: {e}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else _yaml_load(text)
-    except _PARSE_ERRORS as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"{path}: not a valid config file ({first})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(data).__name__}")
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=3e-4"`` → ``(["train", "lr"], 3e-4)``; values are parsed as YAML scalars."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
-    key, _, raw = text.partition("=")
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set expects key=value, got {text!r}")
-    try:
-        value = _yaml_load(raw) if raw.strip() else None
-    except _PARSE_ERRORS:
-        value = raw
-    return key.split("."), value
-
-
-def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
-    """Set ``base[path[0]][path[1]]… = value``, creating mappings on the way."""
-    node = base
-    for part in path[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
-        node = child
-    node[path[-1]] = value
-
-
-def deep_update(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
-    for key, value in other.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def resolve(
-    file: str | Path | None = None,
-    overrides: list[str] | None = None,
-    flags: dict[str, Any] | None = None,
-    base: dict[str, Any] | None = None,
-) -> RunConfig:
-    """Defaults (or ``base``) → file → ``--set`` overrides → explicit flags, checked."""
-    data: dict[str, Any] = json.loads(json.dumps(base)) if base else {}
-    if file is not None:
-        deep_update(data, load_file(file))
-    for text in overrides or []:
-        merge(data, *parse_override(text))
-    for key, value in (flags or {}).items():
-        merge(data, key.split("."), value)
-    return validate(from_dict(RunConfig, data))

@@ -1,0 +1,83 @@
+"""The ``vaelab`` command line: parse, build a config, call the library.
+
+One module per command family (``train``, ``evaluate``, ``pictures``, ``datasets``); shared
+options in ``options``. Every user mistake is one line on stderr and exit status 2
+(``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vaelab._version import __version__
+from vaelab.cli import datasets, evaluate, pictures, train
+from vaelab.errors import VaelabError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too (the full usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vaelab",
+        description=(
+            "Train, evaluate and inspect variational auto-encoders, with honest numbers. "
+            "Start with `vaelab train` (it trains on a built-in MNIST subset), then "
+            "`vaelab evaluate RUN`."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"vaelab {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for errors (default: off)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
+    pictures.add_parsers(sub)
+    datasets.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from vaelab.training import TrainingInterrupted
+
+    try:
+        return args.func(args)
+    except TrainingInterrupted as e:
+        if args.debug:
+            raise
+        print(f"vaelab: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except VaelabError as e:
+        if args.debug:
+            raise
+        print(f"vaelab: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("vaelab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:  # a full disk, a folder without permission: still one line
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"vaelab: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""``vaelab datasets``: what is built in and what is on disk."""
+
+from __future__ import annotations
+
+import json
+
+from vaelab.cli.options import add_json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("datasets", help="what is built in and what is on disk")
+    p.add_argument(
+        "--data-dir", default=None, help="also look here (default: $VAELAB_DATA or ~/.cache/vaelab)"
+    )
+    p.add_argument("--verify", action="store_true", help="check the files' sha256 (default: off)")
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vaelab.data import data_home, dataset_status
+
+    rows = dataset_status(args.data_dir, verify=args.verify)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"data folder: {args.data_dir or data_home()}")
+    for r in rows:
+        where = (
+            "built in"
+            if r.get("embedded")
+            else ("on disk" if r.get("present") else "not downloaded")
+        )
+        sizes = f"{r.get('n_train')}/{r.get('n_valid')}/{r.get('n_test')}"
+        print(
+            f"  {r['name']:<14} {where:<15} train/valid/test {sizes:<18} {r.get('description', '')}"
+        )
+    print(
+        "datasets download on first use; offline, put the files in the data folder "
+        "or pass --data-dir"
+    )
+    return 0

@@ -1,0 +1,196 @@
+"""``vaelab train``: resolve the run config, train, then evaluate and draw the pictures."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from vaelab.cli.evaluate import print_report
+from vaelab.cli.options import config_default, flag_value, int_list
+from vaelab.config.schema import (
+    BINARIZE,
+    ESTIMATORS,
+    OBJECTIVES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SCHEDULES,
+)
+from vaelab.errors import VaelabError
+
+# flag → (config key, argparse kwargs). The flag's default is None so that only flags the user
+# gave override the config file; the help text ends with the real default, read from the
+# config dataclasses (model flags: the VAE's).
+FLAGS: dict[str, tuple[str, dict]] = {
+    "--dataset": (
+        "data.dataset",
+        dict(
+            metavar="NAME|FILE",
+            help="dataset name (see `vaelab datasets`) or a .npy/.npz/.csv file",
+        ),
+    ),
+    "--data-dir": (
+        "data.data_dir",
+        dict(
+            metavar="DIR",
+            help="folder holding the dataset's files (default: $VAELAB_DATA or ~/.cache/vaelab)",
+        ),
+    ),
+    "--binarize": (
+        "data.binarize",
+        dict(choices=BINARIZE, help="binarization for a Bernoulli likelihood"),
+    ),
+    "--likelihood": ("model.likelihood", dict(choices=("bernoulli", "gaussian"), help="p(x|z)")),
+    "--latent-dim": ("model.latent_dim", dict(type=int, metavar="L", help="latent dimensions")),
+    "--hidden": (
+        "model.hidden",
+        dict(type=int_list, metavar="SIZES", help="hidden layer sizes, e.g. 400 or 200,200"),
+    ),
+    "--arch": ("model.arch", dict(choices=("mlp", "conv"), help="encoder/decoder architecture")),
+    "--activation": (
+        "model.activation",
+        dict(metavar="NAME", help="relu, tanh, elu, gelu, silu, softplus, leaky_relu"),
+    ),
+    "--prior-std": (
+        "model.prior_std",
+        dict(type=float, metavar="S", help="σ_p of the prior N(0, σ_p² I)"),
+    ),
+    "--epochs": (
+        "train.epochs",
+        dict(type=int, metavar="N", help="passes over the training split"),
+    ),
+    "--batch-size": ("train.batch_size", dict(type=int, metavar="B", help="examples per step")),
+    "--lr": ("train.lr", dict(type=float, help="learning rate")),
+    "--optimizer": ("train.optimizer", dict(choices=OPTIMIZERS, help="the optimizer")),
+    "--schedule": ("train.schedule", dict(choices=SCHEDULES, help="learning-rate schedule")),
+    "--grad-clip": (
+        "train.grad_clip",
+        dict(type=float, metavar="NORM", help="clip the global gradient norm"),
+    ),
+    "--beta": ("train.beta", dict(type=float, help="weight of the KL term")),
+    "--kl-warmup": (
+        "train.kl_warmup_epochs",
+        dict(type=float, metavar="EPOCHS", help="ramp β up from 0 over this many epochs"),
+    ),
+    "--objective": ("train.objective", dict(choices=OBJECTIVES, help="training objective")),
+    "--k": (
+        "train.k",
+        dict(type=int, help="samples per example (importance samples for iwae)"),
+    ),
+    "--estimator": (
+        "train.estimator",
+        dict(
+            choices=ESTIMATORS,
+            help="iwae gradient: standard, or dreg (doubly reparameterized, Tucker et al. 2018)",
+        ),
+    ),
+    "--early-stopping": (
+        "train.early_stopping",
+        dict(
+            type=int,
+            metavar="EPOCHS",
+            help="stop after this many epochs without a better validation ELBO",
+        ),
+    ),
+    "--seed": ("train.seed", dict(type=int, help="random seed")),
+    "--device": ("train.device", dict(metavar="DEV", help="auto, cpu, cuda or cuda:N")),
+    "--precision": (
+        "train.precision",
+        dict(choices=PRECISIONS, help="autocast precision of the networks; bounds stay float32"),
+    ),
+    "--compile": (
+        "train.compile",
+        dict(type=flag_value, metavar="BOOL", help="torch.compile the training step"),
+    ),
+    "--threads": (
+        "train.threads",
+        dict(type=int, metavar="N", help="torch CPU threads (default: torch's choice)"),
+    ),
+    "--eval-k": (
+        "train.final_eval_k",
+        dict(
+            type=int, metavar="K", help="importance samples for the test evaluation after training"
+        ),
+    ),
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a VAE; leaves a run directory",
+        description=(
+            "Train a VAE and leave a run directory (config, best weights, checkpoint, metrics, "
+            "test evaluation, pictures). Settings resolve as: defaults → --config file → "
+            "--set overrides → flags."
+        ),
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML or JSON run config (default: none)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. --set train.grad_clip=5 (repeatable; default: none)",
+    )
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<dataset>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (default: off)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out (default: off)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
+    for flag, (key, kwargs) in FLAGS.items():
+        help_text = kwargs["help"]
+        if "(default:" not in help_text:  # a default that is not a plain value says so itself
+            help_text += f" (default: {config_default(key)})"
+        p.add_argument(flag, default=None, **{**kwargs, "help": help_text})
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vaelab.config import resolve, to_dict
+    from vaelab.report import finish_run
+    from vaelab.runs import CONFIG_FILE, read_run_config
+    from vaelab.training import Trainer
+
+    flags = {}
+    for flag, (key, _) in FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            flags[key] = value
+    base = None
+    if args.resume:
+        if not args.out:
+            raise VaelabError("--resume needs --out RUN_DIR (the run to continue)")
+        if (Path(args.out) / CONFIG_FILE).exists():
+            # the run's own settings; flags given now are checked against them
+            base = to_dict(read_run_config(args.out))
+    cfg = resolve(args.config, args.overrides, flags, base=base)
+    out = args.out or os.path.join(
+        "runs", f"{Path(cfg.data.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    trainer = Trainer(
+        cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+    )
+    result = trainer.run()
+    test = finish_run(
+        result.run_dir,
+        trainer.data,
+        k=cfg.train.final_eval_k,
+        n=cfg.train.final_eval_n,
+        progress=not args.quiet,
+        log=trainer.log,
+    )
+    print(f"run: {result.run_dir}")
+    if result.best_epoch is not None:
+        print(f"best validation ELBO {result.best_val_elbo:.3f} at epoch {result.best_epoch}")
+    if result.skipped_steps:
+        print(f"skipped {result.skipped_steps} non-finite steps, {result.rollbacks} rollbacks")
+    if test:
+        print_report(test)
+    print(
+        f"next: vaelab evaluate {result.run_dir} --k 5000  |  "
+        f"vaelab sample {result.run_dir} -n 64 --out samples.png"
+    )
+    return 0

@@ -1,0 +1,268 @@
+"""A user's own arrays: ``.npy``, ``.npz`` and ``.csv`` files, read without unpickling, and the
+seeded train/valid/test split of their rows."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.data.builtin import Split
+from vaelab.data.idx import read_file_bounded
+from vaelab.data.registry import check_split
+from vaelab.errors import DataError, InvalidArgumentError
+
+MAX_ARRAY_BYTES = 4 * 2**30  # bound on a user's array file (and on one .npz member)
+
+
+def _check_numeric_dtype(dtype: np.dtype, source: str) -> None:
+    if dtype.hasobject:
+        raise DataError(
+            f"{source}: holds Python objects (an object array is a pickle, which can run code "
+            "when loaded); refused: save plain numeric arrays"
+        )
+    if dtype.kind not in "biuf":
+        raise DataError(
+            f"{source}: non-numeric array of dtype {dtype} (expected integers, floats or bools)"
+        )
+
+
+def _npy_header(fp, source: str, available: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read and check a .npy header from ``fp`` without reading (or allocating) the data.
+
+    ``available`` is the file's total size: the data that follows the header must be exactly
+    as long as the header says.
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fp)
+        if version == (1, 0):
+            shape, _fortran, dtype = fmt.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, _fortran, dtype = fmt.read_array_header_2_0(fp)
+        else:
+            raise DataError(f"{source}: unsupported .npy format version {version}")
+    except DataError:
+        raise
+    except Exception as e:
+        # numpy parses the (at most 10 kB) header text with ast/tokenize, whose errors on a
+        # malformed header are ValueError, SyntaxError, tokenize.TokenError, ...: all mean
+        # "not a .npy file". No data has been read or allocated yet.
+        raise DataError(f"{source}: not a valid .npy file ({_first_line(e)})") from None
+    _check_numeric_dtype(dtype, source)
+    expected = math.prod(shape) * dtype.itemsize
+    payload = available - fp.tell()
+    if payload != expected:
+        what = "truncated" if payload < expected else "trailing bytes"
+        raise DataError(
+            f"{source}: .npy data is {payload} bytes but its header (shape {shape}, {dtype}) "
+            f"needs {expected} ({what})"
+        )
+    return shape, dtype
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _load_npy(path: Path, max_bytes: int) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise DataError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
+            _npy_header(f, str(path), size)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot load .npy ({_first_line(e)})") from None
+
+
+def _load_npz(path: Path, max_bytes: int) -> np.ndarray:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+            if "x" in members:
+                key = "x"
+            elif len(members) == 1:
+                (key,) = members
+            else:
+                keys = ", ".join(sorted(members)) or "none"
+                raise DataError(
+                    f"{path}: holds arrays [{keys}]; vaelab reads the array named 'x' or the only "
+                    "array of a file (np.savez(path, x=data))"
+                )
+            info = members[key]
+            if info.file_size > max_bytes:
+                raise DataError(
+                    f"{path}: array {key!r} is {info.file_size} bytes, over the limit of "
+                    f"{max_bytes} bytes"
+                )
+            with zf.open(info) as member:
+                _npy_header(member, f"{path}[{key}]", info.file_size)
+            with np.load(path, allow_pickle=False) as npz:
+                return npz[key]
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz archive ({_first_line(e)})") from None
+    except (NotImplementedError, RuntimeError) as e:  # zipfile: unsupported compression/encryption
+        raise DataError(f"{path}: unsupported .npz archive ({_first_line(e)})") from None
+
+
+def _is_number(field_text: str) -> bool:
+    try:
+        float(field_text)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_csv(path: Path, max_bytes: int) -> np.ndarray:
+    raw = read_file_bounded(path, max_bytes=max_bytes, what="CSV file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: not UTF-8 text (bad byte at offset {e.start}); expected a numeric CSV"
+        ) from None
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise DataError(f"{path}: empty CSV file (no rows)")
+    # A first row that is not all numbers is a header row.
+    skip = first if all(_is_number(f) for f in lines[first].split(",")) else first + 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": reported below
+            arr = np.loadtxt(
+                io.StringIO("\n".join(lines[skip:])),
+                delimiter=",",
+                dtype=np.float64,
+                ndmin=2,
+                comments=None,
+            )
+    except ValueError as e:
+        raise DataError(f"{path}: not a numeric CSV ({_first_line(e)})") from None
+    return arr
+
+
+def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
+    if arr.ndim == 0:
+        raise DataError(f"{path}: holds a single number; expected (N, D) or (N, C, H, W) data")
+    if arr.ndim > 4:
+        raise DataError(f"{path}: array of shape {arr.shape}; expected (N, D) or (N, C, H, W)")
+    if arr.shape[0] == 0:
+        raise DataError(f"{path}: empty (0 examples)")
+    if arr.size == 0:
+        raise DataError(f"{path}: array of shape {arr.shape} holds no values")
+    if arr.dtype == np.uint8:
+        # 8-bit data stays 8-bit: the pipeline then binarizes it (Bernoulli) or dequantizes it
+        # (Gaussian, with the bits/dim correction) exactly as it does the built-in images
+        x = np.ascontiguousarray(arr)
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
+        raise DataError(
+            f"{path}: {int(bad.sum())} non-finite values (NaN, inf, or too large for float32); "
+            f"the first at index {first}"
+        )
+    if x.ndim == 1:
+        x = x.reshape(-1, 1)  # (N,) -> (N, 1): one feature per example
+    elif x.ndim == 3:
+        x = x.reshape(x.shape[0], 1, *x.shape[1:])  # (N, H, W) -> (N, 1, H, W)
+    return torch.from_numpy(x)
+
+
+def load_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> torch.Tensor:
+    """Load a user's data as ``(N, D)`` or ``(N, C, H, W)``, as stored: uint8 arrays stay uint8
+    (8-bit images), everything else becomes float32.
+
+    ``.npy``, ``.npz`` (the array named ``x``, or the only array) and ``.csv`` (numbers separated
+    by commas, one example per row; a first row that is not all numbers is a header). ``(N,)`` is
+    read as ``(N, 1)`` and ``(N, H, W)`` as ``(N, 1, H, W)``. Never unpickles: object arrays are
+    refused before anything is deserialized. Missing, empty, non-numeric, non-finite (NaN/inf)
+    or malformed data raises :class:`DataError` naming the file.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = _load_npy(path, max_bytes)
+    elif suffix == ".npz":
+        arr = _load_npz(path, max_bytes)
+    elif suffix == ".csv":
+        arr = _load_csv(path, max_bytes)
+    else:
+        raise DataError(
+            f"{path}: unsupported data file type {suffix or '(no suffix)'!r} "
+            "(use .npy, .npz or .csv, or a registered dataset name)"
+        )
+    return _as_examples(arr, path)
+
+
+def split_array(
+    x: torch.Tensor,
+    split: str,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+) -> torch.Tensor:
+    """The ``split`` part of a seeded random train/valid/test partition of ``x``'s rows.
+
+    Deterministic in ``seed``; every example lands in exactly one split; the valid and test
+    sizes are ``round(N * fraction)`` (at least 1) and train gets the rest. Examples keep their
+    original order within a split. Raises DataError when a split would be empty.
+    """
+    check_split(split)
+    if not isinstance(x, torch.Tensor):
+        raise InvalidArgumentError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 3 or not all(math.isfinite(f) and f > 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
+        raise InvalidArgumentError(
+            f"fractions must be three positive numbers summing to 1, got {tuple(fractions)}"
+        )
+    if x.ndim == 0:
+        raise DataError("cannot split a 0-d tensor; expected examples along the first axis")
+    n = int(x.shape[0])
+    n_valid = max(1, round(n * fr[1]))
+    n_test = max(1, round(n * fr[2]))
+    n_train = n - n_valid - n_test
+    if n_train < 1:
+        raise DataError(
+            f"{n} examples are too few to split into train/valid/test with fractions {fr}"
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    perm = torch.randperm(n, generator=generator)
+    bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n - n_test, n)}
+    lo, hi = bounds[split]
+    idx = perm[lo:hi].sort().values
+    return x[idx.to(x.device)]
+
+
+def load_array_split(
+    path: str | os.PathLike,
+    split: str,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+) -> Split:
+    """:func:`load_array` then :func:`split_array`, as a :class:`Split` with no labels."""
+    check_split(split)
+    x = split_array(load_array(path), split, seed=seed, fractions=fractions)
+    return Split(images=x, labels=None, name=str(path), split=split, info=None)

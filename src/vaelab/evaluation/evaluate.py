@@ -1,0 +1,69 @@
+"""Evaluate a run's model on a split of its data, prepared exactly as in training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaelab.errors import InvalidArgumentError
+from vaelab.evaluation.metrics import evaluate_model
+from vaelab.runs.load import load_run
+
+
+def evaluate_split(
+    model,
+    data,
+    split: str = "test",
+    k: int = 5000,
+    n: int | None = None,
+    batch_size: int | None = None,
+    elbo_samples: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``split`` of a :class:`~vaelab.data.pipeline.DataPipeline`.
+
+    The report names the split, the data preparation and the likelihood with the numbers.
+    """
+    x = data.eval_data(split)
+    if n is not None:
+        if n < 1:
+            raise InvalidArgumentError(f"n must be >= 1, got {n}")
+        x = x[:n]
+    result = evaluate_model(
+        model,
+        x,
+        k=k,
+        batch_size=batch_size,
+        elbo_samples=elbo_samples,
+        dequantized=data.dequantized,
+        seed=data.cfg.eval_seed,
+        progress=progress,
+    )
+    described = data.describe()
+    return {
+        "split": split,
+        "dataset": described["dataset"],
+        "binarization": described["binarization"],
+        "dequantized": described["dequantized"],
+        "likelihood": model.config.likelihood,
+        **result,
+    }
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    k: int = 5000,
+    n: int | None = None,
+    batch_size: int | None = None,
+    elbo_samples: int = 1,
+    device: str = "auto",
+    progress: bool = False,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate a run directory's best model on ``split``; the data prepared as in training."""
+    run = load_run(run_dir, device=device, data_dir=data_dir, split=split)
+    report = evaluate_split(
+        run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress
+    )
+    return {"run": str(run_dir), **report}

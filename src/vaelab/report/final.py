@@ -1,0 +1,49 @@
+"""After training: evaluate the best model on the test split and draw its pictures, once.
+
+``vaelab train`` calls this when the trainer returns, and so does ``vaelab train --resume`` of
+a finished run whose evaluation was interrupted: ``eval_test.json`` is written last, so its
+presence means the run is complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from vaelab.data.pipeline import DataPipeline
+from vaelab.errors import DataError
+from vaelab.evaluation.evaluate import evaluate_split
+from vaelab.io import atomic_write_json, read_json
+from vaelab.models.base import SavableModel
+from vaelab.runs.layout import EVAL_FILE
+from vaelab.viz.run_pictures import write_run_pictures
+
+
+def finish_run(
+    run_dir: str | Path,
+    data: DataPipeline,
+    *,
+    k: int,
+    n: int | None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda msg: None,
+) -> dict | None:
+    """The test evaluation of ``run_dir``'s best model (``k`` samples, first ``n`` examples;
+    ``n=0`` skips it), written to ``eval_test.json`` with the pictures; None without a test
+    split."""
+    run_dir = Path(run_dir)
+    path = run_dir / EVAL_FILE
+    if path.exists():
+        return read_json(path, "evaluation")
+    if n == 0:
+        return None
+    try:
+        data.raw("test")
+    except DataError:
+        return None  # in-memory data without a test split
+    best = SavableModel.load(run_dir, map_location=data.device)
+    log("evaluating the best model on the test split")
+    report = evaluate_split(best, data, "test", k=k, n=n, progress=progress)
+    write_run_pictures(run_dir, best, data.eval_data("test"))
+    atomic_write_json(path, {"run": str(run_dir), **report})
+    return report

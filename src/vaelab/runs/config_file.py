@@ -1,0 +1,42 @@
+"""``config.json``: the model's own header (class, config) plus the run config and the data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vaelab.config import RunConfig, from_dict, to_dict
+from vaelab.errors import CheckpointError, VaelabError
+from vaelab.io import atomic_write_json, read_json
+from vaelab.models.base import MODEL_REGISTRY
+from vaelab.runs.layout import CONFIG_FILE
+
+
+def write_run_config(run_dir: Path, model, cfg: RunConfig, data: dict) -> None:
+    """Write ``config.json`` atomically; an OS error becomes one line naming the file."""
+    meta = {**model.describe(), "run": to_dict(cfg), "data": data}
+    try:
+        atomic_write_json(run_dir / CONFIG_FILE, meta)
+    except OSError as e:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: could not write the run config ({e.strerror or e})"
+        ) from None
+
+
+def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The resolved run config saved in a run directory."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir}: no such run directory")
+    meta = read_json(path, "run config")
+    if not isinstance(meta, dict) or "run" not in meta:
+        raise CheckpointError(f"{path}: not a vaelab run (no 'run' section)")
+    name = meta.get("class")
+    if not isinstance(name, str) or name not in MODEL_REGISTRY:
+        raise CheckpointError(
+            f"{path}: unknown model class {name!r} (known: {', '.join(sorted(MODEL_REGISTRY))})"
+        )
+    try:
+        return from_dict(RunConfig, meta["run"])
+    except VaelabError as e:
+        raise CheckpointError(f"{path}: {e}") from None
