@@ -51,6 +51,8 @@ from vaelab.training.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_ch
 from vaelab.training.config import RunConfig, validate
 from vaelab.training.data import IN_MEMORY, DataPipeline
 from vaelab.training.fused import FusedStep, unsupported_reason
+from vaelab.training.fused_hierarchical import FusedHierarchicalStep
+from vaelab.training.fused_hierarchical import unsupported_reason as hierarchical_unsupported
 from vaelab.training.objective import STAT_NAMES, Objective
 from vaelab.training.schedules import kl_weight, learning_rate
 
@@ -272,8 +274,11 @@ class Trainer:
         self.params = list(self.model.parameters())  # walking the modules each step costs ~1%
         self.objective = Objective(t)
         self.fused = None
-        if t.fused and self.device.type == "cpu" and unsupported_reason(self.model, t) is None:
-            self.fused = FusedStep(self.model, t)
+        if t.fused and self.device.type == "cpu":
+            if unsupported_reason(self.model, t) is None:
+                self.fused = FusedStep(self.model, t)
+            elif hierarchical_unsupported(self.model, t) is None:
+                self.fused = FusedHierarchicalStep(self.model, t)
         self.step_fn = self._autograd_terms
         if t.compile:
             self.step_fn = torch.compile(self._autograd_terms)
