@@ -55,7 +55,7 @@ def unsupported_reason(model, cfg: TrainConfig) -> str | None:
 def _gaussian_head(out: torch.Tensor, n: int, min_scale: float):
     """``μ``, ``σ = softplus(r) + m`` and ``dσ/dr = sigmoid(r)`` of an MLP output ``[μ, r]``."""
     mu, raw = out.split(n, dim=1)
-    return mu, F.softplus(raw) + min_scale, torch.sigmoid(raw)
+    return mu, F.softplus(raw).add_(min_scale), torch.sigmoid(raw)
 
 
 class FusedHierarchicalStep:
@@ -66,7 +66,7 @@ class FusedHierarchicalStep:
         if reason is not None:
             raise ValueError(f"the fused step does not support {reason}")
         self.model = model
-        self.nets = {name: _linears(getattr(model, name)) for name in ("q1", "q2", "p1", "decoder")}
+        self.nets = [_linears(net) for net in (model.q1, model.q2, model.p1, model.decoder)]
         self.relu = model.config.activation == "relu"
         self.min_scale = model.config.min_posterior_std
         self.l1, self.l2 = model.config.latent_dims
@@ -80,109 +80,128 @@ class FusedHierarchicalStep:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Fill ``.grad`` of every parameter; return (loss, [bound, elbo, rec, kl] sums)."""
-        k, l1, l2, m, g = self.k, self.l1, self.l2, self.min_scale, self.gemm_dtype
-        relu = self.relu
+        k, l1, l2, m, g, relu = self.k, self.l1, self.l2, self.min_scale, self.gemm_dtype, self.relu
         batch = x.shape[0]
         kb = k * batch
         x = x.reshape(batch, -1)  # (B, D)
-        w = {
-            name: [(cast(lin.weight, g), cast(lin.bias, g)) for lin in layers]
-            for name, layers in self.nets.items()
-        }
+        new = dict(dtype=x.dtype, device=x.device)
+        nets = self.nets
+        q1_w, q2_w, p1_w, dec_w = (
+            [(cast(lin.weight, g), cast(lin.bias, g)) for lin in net] for net in nets
+        )
 
         # -- forward, drawing ε1 then ε2 as the autograd path does --------------------------
-        q1_outs = mlp_forward(self.nets["q1"], w["q1"], cast(x, g), relu)
+        q1_outs = mlp_forward(nets[0], q1_w, cast(x, g), relu)
         mu1, sd1, dsd1 = _gaussian_head(q1_outs[-1], l1, m)  # (B, L1) each
-        eps1 = torch.empty(k, batch, l1, dtype=x.dtype, device=x.device).normal_()
-        z1 = (mu1 + eps1 * sd1).view(kb, l1)  # q(z1|x).rsample((k,))
+        eps1 = torch.empty(k, batch, l1, **new).normal_()
+        z1 = torch.addcmul(mu1, eps1, sd1).view(kb, l1)  # q(z1|x).rsample((k,))
         z1_in = cast(z1, g)
-        q2_outs = mlp_forward(self.nets["q2"], w["q2"], z1_in, relu)
+        q2_outs = mlp_forward(nets[1], q2_w, z1_in, relu)
         mu2, sd2, dsd2 = _gaussian_head(q2_outs[-1], l2, m)  # (kB, L2) each
-        eps2 = torch.empty(k, batch, l2, dtype=x.dtype, device=x.device).normal_()
-        eps2 = eps2.view(kb, l2)
-        z2 = mu2 + eps2 * sd2  # (kB, L2), q(z2|z1).rsample()
-        p1_outs = mlp_forward(self.nets["p1"], w["p1"], cast(z2, g), relu)
+        eps2 = torch.empty(kb, l2, **new).normal_()  # the (k, B, L2) draw, flattened
+        z2 = torch.addcmul(mu2, eps2, sd2)  # q(z2|z1).rsample()
+        p1_outs = mlp_forward(nets[2], p1_w, cast(z2, g), relu)
         mup, sdp, dsdp = _gaussian_head(p1_outs[-1], l1, m)  # (kB, L1) each
-        u = (z1 - mup) / sdp  # (kB, L1)
-        dec_outs = mlp_forward(self.nets["decoder"], w["decoder"], z1_in, relu)
-        logits = dec_outs[-1]  # (kB, D)
-        xk = x.expand(k, batch, -1).reshape(kb, -1)
-        rec = -F.binary_cross_entropy_with_logits(logits, xk, reduction="none").sum(1)
-        rec = rec.view(k, batch)  # log p(x|z1)
+        u = torch.sub(z1, mup).div_(sdp)  # (kB, L1)
+        dec_outs = mlp_forward(nets[3], dec_w, z1_in, relu)
+        logits = dec_outs[-1].view(k, batch, -1)  # (k, B, D)
+
+        # log p(x|z1) = Σ_d xℓ − softplus(ℓ) = Σ_d log sigmoid(ℓ) − (1 − x)ℓ: one
+        # transcendental pass (logsigmoid is exact where sigmoid underflows), x broadcast
+        # over the samples rather than copied k times
+        rec = F.logsigmoid(logits).addcmul_(logits, 1 - x, value=-1).sum(2)  # (k, B)
 
         # The 0.5·log 2π of the four Gaussian densities cancel (L2 + L1 − L1 − L2 of them);
-        # log q(z1|x) and log q(z2|z1) are written with ε, which is (z − μ)/σ exactly.
+        # log q(z1|x) and log q(z2|z1) are written with ε, which is (z − μ)/σ exactly:
+        # 2·log_ratio = Σ_L2 [ε2² − z2²/s² + 2 log σ2] + Σ_L1 [ε1² − u² − 2 log σp]
+        #               + 2 Σ_L1 log σ1 − 2 L2 log s
         s2 = self.prior_std**2
+        t = torch.empty(kb, l2 + l1, **new)
+        t2, t1 = t[:, :l2], t[:, l2:]
+        torch.log(sd2, out=t2).mul_(2).addcmul_(eps2, eps2).addcmul_(z2, z2, value=-1 / s2)
+        torch.log(sdp, out=t1).mul_(-2).addcmul_(u, u, value=-1)
+        t1.view(k, batch, l1).addcmul_(eps1, eps1)
         log_ratio = (
-            (eps2 * eps2 / 2 - z2 * z2 / (2 * s2) + sd2.log()).sum(1).view(k, batch)
-            + (eps1 * eps1 / 2).sum(2)
-            - (u * u / 2 + sdp.log()).sum(1).view(k, batch)
-            + sd1.log().sum(1)
-            - l2 * math.log(self.prior_std)
+            t.sum(1)
+            .view(k, batch)
+            .mul_(0.5)
+            .add_(sd1.log().sum(1))
+            .sub_(l2 * math.log(self.prior_std))
         )  # (k, B)
 
         if self.kind == "elbo":
             rec_mean = rec.mean(0)
-            kl = -log_ratio.mean(0)
+            kl = log_ratio.mean(0).neg_()
             elbo = rec_mean - kl
             loss = -(rec_mean - beta * kl).mean()
             stats = torch.stack([elbo.sum(), elbo.sum(), rec_mean.sum(), kl.sum()])
-            a = torch.full((k, batch), 1.0 / kb, dtype=x.dtype, device=x.device)
+            # the weights of the loss, the same for every sample
+            a = torch.full((1, 1), 1.0 / kb, **new)
             c = a * beta
+            sum_c = beta / batch  # Σ_k c
         else:
             lw = rec + log_ratio
             bound = torch.logsumexp(lw, 0) - math.log(k)
             loss = -bound.mean()
-            nan = torch.full((), float("nan"), dtype=x.dtype, device=x.device)
+            nan = torch.full((), float("nan"), **new)
             stats = torch.stack([bound.sum(), lw.mean(0).sum(), nan, nan])
-            wt = torch.softmax(lw, 0)  # (k, B), normalized importance weights
+            wt = torch.softmax(lw, 0).view(kb, 1)  # normalized importance weights
             a = c = wt / batch
-        a, c = a.view(kb, 1), c.view(kb, 1)
+            sum_c = 1.0 / batch  # Σ_k w̃ = 1
 
-        # -- backward ---------------------------------------------------------------------
-        # log p(x|z1): d/dℓ = x − sigmoid(ℓ)
-        d_logits = torch.sigmoid(logits).sub_(xk).mul_(a)
-        g_dec = mlp_backward(
-            self.nets["decoder"], w["decoder"], dec_outs, d_logits, True, relu, g
-        )  # (kB, L1)
-        # log p(z1|z2) = Σ −u²/2 − log σp: d/dμp = u/σp, d/dσp = (u² − 1)/σp, d/dz1 = −u/σp
-        t = c / sdp
-        d_mup = -t * u
-        d_p1 = torch.cat([d_mup, t * (1 - u * u) * dsdp], dim=1)  # (kB, 2 L1)
-        g_p1 = mlp_backward(self.nets["p1"], w["p1"], p1_outs, d_p1, True, relu, g)  # (kB, L2)
-        # everything downstream of z2 but log q(z2|z1): p(z1|z2) and log p(z2) = −z2²/2s²
-        d_z2 = g_p1 + (c / s2) * z2  # (kB, L2)
-        # log q(z2|z1) = Σ −ε2²/2 − log σ2 with ε2 = (z2 − μ2)/σ2: d/dz2 = −ε2/σ2, and its own
-        # d/dμ2 = ε2/σ2, d/dσ2 = (ε2² − 1)/σ2. Along z2 = μ2 + σ2 ε2 the z2 and μ2 terms
-        # cancel and the σ2 terms leave −1/σ2: the gradient of the output of q2's network is
-        # [d_z2, d_z2 ε2 − c/σ2] (times dσ2/dr2), for its weights and for its input alike.
-        d_q2 = torch.cat([d_z2, (d_z2 * eps2 - c / sd2) * dsd2], dim=1)  # (kB, 2 L2)
+        # -- backward: the loss's gradient, output to input ---------------------------------
+        # log p(x|z1): d/dℓ = x − sigmoid(ℓ) (the sigmoid overwrites the spent logits)
+        d_logits = logits.sigmoid_().sub_(x).view(kb, -1).mul_(a)
+        g_dec = mlp_backward(nets[3], dec_w, dec_outs, d_logits, True, relu, g)  # (kB, L1)
+
+        # log p(z1|z2) = Σ −u²/2 − log σp: d/dμp = u/σp, d/dσp = (u² − 1)/σp, d/dz1 = −u/σp.
+        # With tp = c/σp the loss's gradient is −tp·u for μp and tp(1 − u²) = tp + (−tp·u)·u
+        # for σp.
+        tp = torch.div(c, sdp)
+        d_p1 = torch.empty(kb, 2 * l1, **new)
+        d_mup = torch.mul(tp, u, out=d_p1[:, :l1]).neg_()
+        torch.addcmul(tp, d_mup, u, out=d_p1[:, l1:]).mul_(dsdp)
+        g_p1 = mlp_backward(nets[2], p1_w, p1_outs, d_p1, True, relu, g)  # (kB, L2)
+
+        # z2's gradient from everything but log q(z2|z1): p(z1|z2) through p1's network and
+        # log p(z2) = −z2²/2s². log q(z2|z1) = Σ −ε2²/2 − log σ2 with ε2 = (z2 − μ2)/σ2 adds
+        # −ε2/σ2 for z2 and, its own, ε2/σ2 for μ2 and (ε2² − 1)/σ2 for σ2; along
+        # z2 = μ2 + σ2 ε2 the z2 and μ2 terms cancel and the σ2 terms leave −1/σ2. So q2's
+        # output gets [d_z2, d_z2 ε2 − c/σ2] (the second times dσ2/dr2), for its weights and
+        # its input alike. (DReG: one more stack of the same shape above it, see below.)
+        stack = torch.empty((1 + self.dreg) * kb, 2 * l2, **new)
+        d_q2 = stack[-kb:]
+        d_z2 = torch.addcmul(g_p1, c, z2, value=1 / s2, out=d_q2[:, :l2])
+        torch.mul(d_z2, eps2, out=d_q2[:, l2:]).addcdiv_(c, sd2, value=-1).mul_(dsd2)
+
+        d_q1 = torch.empty(batch, 2 * l1, **new)  # the gradient of q1's output [μ1, r1]
         if not self.dreg:
-            g_q2 = mlp_backward(self.nets["q2"], w["q2"], q2_outs, d_q2, True, relu, g)
+            g_q2 = mlp_backward(nets[1], q2_w, q2_outs, d_q2, True, relu, g)  # (kB, L1)
             # z1 feeds the decoder, p(z1|z2) (d/dz1 = −d/dμp) and q2's network
-            d_z1 = (g_dec - d_mup + g_q2).view(k, batch, l1)
+            d_z1 = g_dec.sub_(d_mup).add_(g_q2).view(k, batch, l1)
+            torch.sum(d_z1, 0, out=d_q1[:, :l1])
             # log q(z1|x) along z1 = μ1 + σ1 ε1: as for q2, only −Σ_k c/σ1 remains
-            d_mu1 = d_z1.sum(0)
-            d_sd1 = (d_z1 * eps1).sum(0) - c.view(k, batch, 1).sum(0) / sd1
+            d_sd1 = torch.sum(d_z1 * eps1, 0, out=d_q1[:, l1:])
+            d_sd1.sub_(sd1.reciprocal().mul_(sum_c))
         else:
-            # DReG (log_weight_terms(dreg=True)): log q is taken with the inference networks'
-            # parameters held fixed, and every path into them passes one w̃ scaling.
+            # DReG (log_weight_terms(dreg=True)): log q taken with the inference networks'
+            # parameters held fixed, and one w̃ scaling on every path into them.
             # q2's weights see only z2's path, scaled once, less log q2's z2 term:
-            # w̃ [d_z2 − cε2/σ2, (d_z2 − cε2/σ2) ε2]. Its input also receives, unscaled at
-            # z1 and hence w̃ on the way to q1, log q2's μ2/σ2 terms through the network with
-            # fixed weights; the sum is w̃ d_q2 (the standard gradient, scaled).
-            wt = wt.view(kb, 1)
-            e2 = d_z2 - c * eps2 / sd2
-            d_q2_w = torch.cat([wt * e2, wt * e2 * eps2 * dsd2], dim=1)
-            g_q2 = mlp_backward(
-                self.nets["q2"], w["q2"], q2_outs, d_q2_w, True, relu, g, d_input=wt * d_q2
-            )
-            # z1's other paths (decoder, p(z1|z2), log q1 with μ1, σ1 fixed: −cε1/σ1) reach
-            # q1 scaled by w̃; log q1 has no term in q1's parameters
-            d_z1 = wt * (g_dec - d_mup) + g_q2
-            d_z1 = d_z1.view(k, batch, l1) - (wt * c).view(k, batch, 1) * eps1 / sd1
-            d_mu1 = d_z1.sum(0)
-            d_sd1 = (d_z1 * eps1).sum(0)
-        d_q1 = torch.cat([d_mu1, d_sd1 * dsd1], dim=1)  # (B, 2 L1)
-        mlp_backward(self.nets["q1"], w["q1"], q1_outs, d_q1, False, relu, g)
+            # e2 = w̃ (d_z2 − cε2/σ2) for μ2 and e2·ε2 for σ2. Its input also receives, through
+            # the network with fixed weights, log q2's μ2/σ2 terms, unscaled at z1 and hence
+            # scaled by w̃ on the way to q1: in all, w̃ d_q2 (the standard gradient, scaled).
+            d_w = stack[:kb]
+            e2 = torch.addcdiv(d_z2, eps2 * c, sd2, value=-1, out=d_w[:, :l2]).mul_(wt)
+            torch.mul(e2, eps2, out=d_w[:, l2:]).mul_(dsd2)
+            d_q2.mul_(wt)
+            g_q2 = mlp_backward(nets[1], q2_w, q2_outs, stack, True, relu, g, param_rows=kb)
+            # z1's other paths (decoder, p(z1|z2), and log q1 with μ1, σ1 fixed: −cε1/σ1)
+            # reach q1 scaled by w̃; log q1 has no term in q1's parameters
+            wkb, ckb = wt.view(k, batch, 1), c.view(k, batch, 1)
+            d_z1 = g_dec.sub_(d_mup).view(k, batch, l1).addcdiv_(eps1 * ckb, sd1, value=-1)
+            d_z1 = d_z1.mul_(wkb).add_(g_q2.view(k, batch, l1))
+            torch.sum(d_z1, 0, out=d_q1[:, :l1])
+            torch.sum(d_z1 * eps1, 0, out=d_q1[:, l1:])
+        d_q1[:, l1:].mul_(dsd1)
+        mlp_backward(nets[0], q1_w, q1_outs, d_q1, False, relu, g)
         return loss, stats
