@@ -67,6 +67,8 @@ class FusedHierarchicalStep:
             raise ValueError(f"the fused step does not support {reason}")
         self.model = model
         self.nets = [_linears(net) for net in (model.q1, model.q2, model.p1, model.decoder)]
+        # the Parameter objects (stable: optimizers and .to() change their data in place)
+        self.params = [[(lin.weight, lin.bias) for lin in net] for net in self.nets]
         self.relu = model.config.activation == "relu"
         self.min_scale = model.config.min_posterior_std
         self.l1, self.l2 = model.config.latent_dims
@@ -87,7 +89,9 @@ class FusedHierarchicalStep:
         new = dict(dtype=x.dtype, device=x.device)
         nets = self.nets
         q1_w, q2_w, p1_w, dec_w = (
-            [(cast(lin.weight, g), cast(lin.bias, g)) for lin in net] for net in nets
+            ([(cast(w, g), cast(b, g)) for w, b in net] for net in self.params)
+            if g is not None
+            else self.params
         )
 
         # -- forward, drawing ε1 then ε2 as the autograd path does --------------------------
@@ -113,21 +117,15 @@ class FusedHierarchicalStep:
 
         # The 0.5·log 2π of the four Gaussian densities cancel (L2 + L1 − L1 − L2 of them);
         # log q(z1|x) and log q(z2|z1) are written with ε, which is (z − μ)/σ exactly:
-        # 2·log_ratio = Σ_L2 [ε2² − z2²/s² + 2 log σ2] + Σ_L1 [ε1² − u² − 2 log σp]
-        #               + 2 Σ_L1 log σ1 − 2 L2 log s
+        # log_ratio = Σ_L2 [ε2²/2 − z2²/2s² + log σ2] − Σ_L1 [u²/2 + log σp − ε1²/2]
+        #             + Σ_L1 log σ1 − L2 log s
         s2 = self.prior_std**2
-        t = torch.empty(kb, l2 + l1, **new)
-        t2, t1 = t[:, :l2], t[:, l2:]
-        torch.log(sd2, out=t2).mul_(2).addcmul_(eps2, eps2).addcmul_(z2, z2, value=-1 / s2)
-        torch.log(sdp, out=t1).mul_(-2).addcmul_(u, u, value=-1)
-        t1.view(k, batch, l1).addcmul_(eps1, eps1)
-        log_ratio = (
-            t.sum(1)
-            .view(k, batch)
-            .mul_(0.5)
-            .add_(sd1.log().sum(1))
-            .sub_(l2 * math.log(self.prior_std))
-        )  # (k, B)
+        r2 = torch.log(sd2).addcmul_(eps2, eps2, value=0.5).addcmul_(z2, z2, value=-0.5 / s2)
+        r1 = torch.log(sdp).addcmul_(u, u, value=0.5).view(k, batch, l1)
+        r1.addcmul_(eps1, eps1, value=-0.5)
+        log_ratio = r2.sum(1).view(k, batch).sub_(r1.sum(2)).add_(sd1.log().sum(1))  # (k, B)
+        if s2 != 1:
+            log_ratio.sub_(l2 * math.log(self.prior_std))
 
         if self.kind == "elbo":
             rec_mean = rec.mean(0)
