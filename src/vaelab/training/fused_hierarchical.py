@@ -110,10 +110,10 @@ class FusedHierarchicalStep:
         dec_outs = mlp_forward(nets[3], dec_w, z1_in, relu)
         logits = dec_outs[-1].view(k, batch, -1)  # (k, B, D)
 
-        # log p(x|z1) = Σ_d xℓ − softplus(ℓ) = Σ_d log sigmoid(ℓ) − (1 − x)ℓ: one
-        # transcendental pass (logsigmoid is exact where sigmoid underflows), x broadcast
-        # over the samples rather than copied k times
-        rec = F.logsigmoid(logits).addcmul_(logits, 1 - x, value=-1).sum(2)  # (k, B)
+        # log p(x|z1) = Σ_d xℓ − softplus(ℓ), with x broadcast over the samples rather than
+        # copied k times. softplus(ℓ) = ℓ above the threshold, wrong by e^-ℓ: 40 puts that
+        # below float64's rounding (and float32 does not overflow exp(40))
+        rec = F.softplus(logits, threshold=40).addcmul_(logits, x, value=-1).sum(2).neg_()
 
         # The 0.5·log 2π of the four Gaussian densities cancel (L2 + L1 − L1 − L2 of them);
         # log q(z1|x) and log q(z2|z1) are written with ε, which is (z − μ)/σ exactly:
