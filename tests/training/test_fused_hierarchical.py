@@ -81,8 +81,11 @@ def test_fused_step_matches_autograd(objective, k, estimator, beta, arch):
 
 
 @pytest.mark.parametrize("objective, k, estimator, beta", OBJECTIVES)
-def test_fused_step_matches_autograd_on_the_papers_network(objective, k, estimator, beta):
-    model, x = _model(PAPER, batch=3, jitter=0.02)
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fused_step_matches_autograd_on_the_papers_network(
+    objective, k, estimator, beta, activation
+):
+    model, x = _model({**PAPER, "activation": activation}, batch=3, jitter=0.02)
     _check_equal(model, objective, k, estimator, beta, x)
 
 
