@@ -14,7 +14,8 @@ Contenders, each `vaelab train`'s :class:`~vaelab.training.Trainer` with one set
 - ``compile``: ``train.fused=false, train.compile=true`` (torch.compile of the autograd step).
 
 Each contender first trains one epoch from the same seed (its train and validation ELBO are
-reported: the three must agree to float noise; the compile contender compiles during it).
+reported: the three agree to float noise unless a step went non-finite and was skipped, which
+is reported too; the compile contender compiles during it).
 Then the timed part, interleaved (A, B, C, A, B, C, ...): ``--steps`` consecutive training
 steps, ``Trainer._train_step`` on batches gathered beforehand — the forward and backward
 passes, the non-finite check and fused Adam, as in the training loop — ``ms_per_step``.
@@ -99,6 +100,7 @@ def one_epoch(trainer, run_dir: Path) -> dict:
         "train_iwae_bound": row.get("train_iwae_bound"),
         "val_elbo": row["val_elbo"],
         "epoch_seconds": row["epoch_seconds"],
+        "skipped_steps": row["skipped_steps"],  # non-finite steps the trainer left out
     }
 
 
@@ -197,7 +199,8 @@ def run_recipe(name: str, args, images, valid, peak: dict) -> dict:
         notes.append(
             f"one epoch, {contender}: train ELBO {row['train_elbo']:.3f}"
             + (f", train IWAE bound {bound:.3f}" if bound is not None else "")
-            + f", val ELBO {row['val_elbo']:.3f}, {row['epoch_seconds']:.1f} s"
+            + f", val ELBO {row['val_elbo']:.3f}, {row['skipped_steps']} non-finite steps "
+            f"skipped, {row['epoch_seconds']:.1f} s"
             + (" (compilation included)" if contender == "compile" else "")
         )
     _common.report(summary)

@@ -188,6 +188,8 @@ class FusedHierarchicalStep:
             # e2 = w̃ (d_z2 − cε2/σ2) for μ2 and e2·ε2 for σ2. Its input also receives, through
             # the network with fixed weights, log q2's μ2/σ2 terms, unscaled at z1 and hence
             # scaled by w̃ on the way to q1: in all, w̃ d_q2 (the standard gradient, scaled).
+            # Nothing is divided by w̃ (autograd's _ScaleGrad(inverse=True) does, and gives
+            # NaN when a weight underflows to 0, as float32 weights do 104 nats down).
             d_w = stack[:kb]
             e2 = torch.addcdiv(d_z2, eps2 * c, sd2, value=-1, out=d_w[:, :l2]).mul_(wt)
             torch.mul(e2, eps2, out=d_w[:, l2:]).mul_(dsd2)
