@@ -32,6 +32,10 @@ ARCHS = {
         prior_std=1.5,
         min_posterior_std=1e-2,
     ),
+    # three hidden layers between x and z1, none (affine maps) between z1 and z2
+    "relu-mixed-depth": dict(
+        data_shape=(1, 4, 5), latent_dims=(3, 2), hidden=(5, 4, 3), hidden2=(), activation="relu"
+    ),
 }
 
 
