@@ -73,8 +73,6 @@ class FusedHierarchicalStep:
             raise ValueError(f"the fused step does not support {reason}")
         self.model = model
         self.nets = [_linears(net) for net in (model.q1, model.q2, model.p1, model.decoder)]
-        # the Parameter objects (stable: optimizers and .to() change their data in place)
-        self.params = [[(lin.weight, lin.bias) for lin in net] for net in self.nets]
         self.relu = model.config.activation == "relu"
         self.min_scale = model.config.min_posterior_std
         self.l1, self.l2 = model.config.latent_dims
@@ -95,9 +93,7 @@ class FusedHierarchicalStep:
         new = dict(dtype=x.dtype, device=x.device)
         nets = self.nets
         q1_w, q2_w, p1_w, dec_w = (
-            ([(cast(w, g), cast(b, g)) for w, b in net] for net in self.params)
-            if g is not None
-            else self.params
+            [(cast(lin.weight, g), cast(lin.bias, g)) for lin in net] for net in nets
         )
 
         # -- forward, drawing ε1 then ε2 as the autograd path does --------------------------
