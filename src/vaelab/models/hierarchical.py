@@ -124,11 +124,11 @@ class HierarchicalVAE(LatentVariableModel):
         z1 = q1.rsample((k,))  # (k, B, L1)
         weights: dict[str, torch.Tensor] = {}
         if dreg:
-            z1 = _scale_grad(z1, weights)  # every path into q1's parameters passes here
-            # q2's network sees z1 through the inverse scaling, so the path
-            # z2 → q2 → z1 → q1 is scaled once (at z2), not twice.
-            q2 = self.encode2(_scale_grad(z1, weights, inverse=True))
+            # q2's network sees z1 before its scaling: the path z2 → q2 → z1 → q1 is then
+            # scaled once (at z2), not twice, and nothing divides by a weight that may be 0
+            q2 = self.encode2(z1)
             z2 = _scale_grad(q2.rsample(), weights)
+            z1 = _scale_grad(z1, weights)  # every other path into q1's parameters passes here
             # log q with the inference parameters detached, z1 and z2 attached
             detached = {n: p.detach() for n, p in self.q2.named_parameters()}
             q2 = self._gaussian(torch.func.functional_call(self.q2, detached, (z1,)))
@@ -164,25 +164,23 @@ class HierarchicalVAE(LatentVariableModel):
 
 
 class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; backward multiplies (or divides) the gradient by per-sample weights.
+    """Identity forward; backward multiplies the gradient by per-sample weights.
 
     The weights are read from a dict at backward time because they are only known after the
     forward pass has produced the log-weights.
     """
 
     @staticmethod
-    def forward(ctx, z, weights, inverse):
+    def forward(ctx, z, weights):
         ctx.weights = weights
-        ctx.inverse = inverse
         return z.view_as(z)
 
     @staticmethod
     def backward(ctx, grad):
-        w = ctx.weights["w"]
-        return (grad / w if ctx.inverse else grad * w), None, None
+        return grad * ctx.weights["w"], None
 
 
-def _scale_grad(z: torch.Tensor, weights: dict, inverse: bool = False) -> torch.Tensor:
+def _scale_grad(z: torch.Tensor, weights: dict) -> torch.Tensor:
     if not z.requires_grad:
         return z
-    return _ScaleGrad.apply(z, weights, inverse)
+    return _ScaleGrad.apply(z, weights)

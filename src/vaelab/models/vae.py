@@ -136,11 +136,7 @@ class VAE(LatentVariableModel):
         """
         if self.config.arch != "mlp":
             raise InvalidArgumentError(f"the {self.config.arch} architecture has no MLP layers")
-        encoder_mlp = self.encoder[1]  # after the Flatten
-        return (
-            [m for m in encoder_mlp if isinstance(m, nn.Linear)],
-            [m for m in self.decoder if isinstance(m, nn.Linear)],
-        )
+        return self.encoder[1].linears(), self.decoder.linears()  # encoder[0] is the Flatten
 
     def encode(self, x: torch.Tensor) -> Independent:
         """``q(z|x)``: a diagonal Gaussian with batch shape ``(B,)`` and event ``(L,)``."""

@@ -45,6 +45,10 @@ class MLP(nn.Sequential):
                 layers.append(activation(act))
         super().__init__(*layers)
 
+    def linears(self) -> list[nn.Linear]:
+        """The linear layers, input to output (what a hand-written training step multiplies by)."""
+        return [m for m in self if isinstance(m, nn.Linear)]
+
 
 def _conv_grid(data_shape: Sequence[int], n_down: int) -> tuple[int, int]:
     if len(data_shape) != 3:

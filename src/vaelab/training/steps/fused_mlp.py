@@ -64,6 +64,86 @@ def _grad_buffer(p: nn.Parameter) -> torch.Tensor:
     return p.grad
 
 
+def act_backward(dh: torch.Tensor, h: torch.Tensor, relu: bool) -> torch.Tensor:
+    """``dh · act'(a)`` from the activation's output ``h`` (relu: h > 0; tanh: 1 − h²), one
+    kernel each. ``h`` broadcasts against ``dh`` (a stack of gradients of one layer's output).
+    """
+    if relu:
+        return torch.ops.aten.threshold_backward(dh, h, 0)
+    return torch.ops.aten.tanh_backward(dh, h)
+
+
+def cast(t: torch.Tensor, gemm_dtype: torch.dtype | None) -> torch.Tensor:
+    return t if gemm_dtype is None else t.to(gemm_dtype)
+
+
+def mlp_forward(layers, weights, h: torch.Tensor, relu: bool) -> list[torch.Tensor]:
+    """Inputs of every layer, then the output (in the parameters' dtype): ``[h0, ..., out]``.
+
+    ``weights``: each layer's ``(weight, bias)``, already cast to the matrix products' dtype.
+    """
+    outs = [h]
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(weights):
+        if i == last:
+            h = torch.addmm(b, h, w.t())
+            if h.dtype != layers[i].weight.dtype:
+                h = h.to(layers[i].weight.dtype)
+        elif relu:
+            h = torch.addmm(b, h, w.t()).relu_()
+        else:
+            # tanh(a) = 2 sigmoid(2a) − 1, with the 2a from the product's alpha and beta:
+            # torch's CPU tanh costs 3-4 ns an element, its sigmoid ~0.5 (tanh was 6% of the
+            # two-layer VAE's step); the two differ by float rounding (≤ 2e-7 absolute in
+            # float32)
+            h = torch.addmm(b, h, w.t(), beta=2, alpha=2).sigmoid_().mul_(2).sub_(1)
+        outs.append(h)
+    return outs
+
+
+def mlp_backward(
+    layers,
+    weights,
+    outs,
+    d_out: torch.Tensor,
+    need_input: bool,
+    relu: bool,
+    gemm_dtype: torch.dtype | None,
+    param_rows: int | None = None,
+):
+    """Set weight/bias gradients from ``d_out``; return the gradient of the MLP's input if asked.
+
+    ``param_rows=N``: ``d_out`` is a stack ``(2N, out)`` of two gradients of the same outputs;
+    the first ``N`` rows train the weights, the last ``N`` are carried to the input only (their
+    input gradient is the one returned). Both ride one product per layer.
+    """
+    stacked = param_rows is not None
+    n = param_rows
+    d = d_out
+    for i in range(len(layers) - 1, -1, -1):
+        lin, (w, _) = layers[i], weights[i]
+        dp = d[:n] if stacked else d  # the rows that train the weights
+        torch.sum(dp, 0, dtype=lin.bias.dtype, out=_grad_buffer(lin.bias))
+        if gemm_dtype is None:
+            torch.mm(dp.t(), outs[i], out=_grad_buffer(lin.weight))
+        else:
+            d = d.to(gemm_dtype)
+            dp = d[:n] if stacked else d
+            _grad_buffer(lin.weight).copy_(dp.t().mm(outs[i]))
+        if i == 0:
+            if not need_input:
+                return None
+            if stacked:
+                d = d[n:]
+        d = d.mm(w)
+        if i > 0:
+            if stacked:  # both halves of the stack meet the same activations (N, H)
+                d = act_backward(d.view(2, n, -1), outs[i], relu).view(2 * n, -1)
+            else:
+                d = act_backward(d, outs[i], relu)
+    return d if d.dtype == d_out.dtype else d.to(d_out.dtype)
+
+
 class FusedStep:
     """Computes the loss, the batch statistics and every parameter's ``.grad`` for one batch."""
 
@@ -85,46 +165,6 @@ class FusedStep:
         # bound, the gradients handed to the optimizer — stays float32.
         self.gemm_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
 
-    # -- pieces ---------------------------------------------------------------------------
-    def _act(self, a: torch.Tensor) -> torch.Tensor:
-        return torch.relu(a) if self.relu else torch.tanh(a)
-
-    def _act_backward(self, dh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """``dh · act'(a)`` from the activation's output ``h`` (relu: h > 0; tanh: 1 − h²)."""
-        if self.relu:
-            return torch.ops.aten.threshold_backward(dh, h, 0)
-        return dh.mul_(1 - h * h)
-
-    def _cast(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.gemm_dtype is None else t.to(self.gemm_dtype)
-
-    def _mlp_forward(self, layers, weights, h: torch.Tensor) -> list[torch.Tensor]:
-        """Inputs of every layer, then the output (in the parameters' dtype): ``[h0, ..., out]``."""
-        outs = [h]
-        for i, (lin, (w, b)) in enumerate(zip(layers, weights, strict=True)):
-            a = torch.addmm(b, h, w.t())
-            h = self._act(a) if i < len(layers) - 1 else a.to(lin.weight.dtype)
-            outs.append(h)
-        return outs
-
-    def _mlp_backward(self, layers, weights, outs, d_out: torch.Tensor, need_input):
-        """Set weight/bias gradients; return the gradient of the MLP's input if asked."""
-        d = d_out
-        for i in range(len(layers) - 1, -1, -1):
-            lin, (w, _) = layers[i], weights[i]
-            torch.sum(d, 0, dtype=lin.bias.dtype, out=_grad_buffer(lin.bias))
-            d = self._cast(d)
-            if self.gemm_dtype is None:
-                torch.mm(d.t(), outs[i], out=_grad_buffer(lin.weight))
-            else:
-                _grad_buffer(lin.weight).copy_(d.t().mm(outs[i]))
-            if i == 0 and not need_input:
-                return None
-            d = d.mm(w)
-            if i > 0:
-                d = self._act_backward(d, outs[i])
-        return d.to(d_out.dtype)
-
     # -- the step -------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, beta: float) -> StepOutput:
@@ -132,10 +172,11 @@ class FusedStep:
         m, k, n_lat = self.model, self.k, self.latent
         batch = x.shape[0]
         x = x.reshape(batch, -1)  # (B, D)
-        enc_w = [(self._cast(lin.weight), self._cast(lin.bias)) for lin in self.enc]
-        dec_w = [(self._cast(lin.weight), self._cast(lin.bias)) for lin in self.dec]
+        g = self.gemm_dtype
+        enc_w = [(cast(lin.weight, g), cast(lin.bias, g)) for lin in self.enc]
+        dec_w = [(cast(lin.weight, g), cast(lin.bias, g)) for lin in self.dec]
 
-        enc_outs = self._mlp_forward(self.enc, enc_w, self._cast(x))
+        enc_outs = mlp_forward(self.enc, enc_w, cast(x, g), self.relu)
         mu, raw = enc_outs[-1].split(n_lat, dim=1)  # (B, L) each
         if self.logvar:
             r = raw.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
@@ -147,7 +188,7 @@ class FusedStep:
         eps = torch.empty(k, batch, n_lat, dtype=x.dtype, device=x.device).normal_()
         z = mu + eps * sigma  # (k, B, L), the draw q(z|x).rsample((k,)) makes
 
-        dec_outs = self._mlp_forward(self.dec, dec_w, self._cast(z.reshape(k * batch, n_lat)))
+        dec_outs = mlp_forward(self.dec, dec_w, cast(z.reshape(k * batch, n_lat), g), self.relu)
         logits = dec_outs[-1]  # (kB, D)
         xk = x.expand(k, batch, -1).reshape(k * batch, -1)
         # log p(x|z) = −BCE(ℓ, x), summed over pixels: (k, B)
@@ -175,7 +216,7 @@ class FusedStep:
             coef = w / batch
         # d loss / d ℓ = (sigmoid(ℓ) − x) · c_kb, c the weight of log p(x|z_kb) in the loss
         d_logits = torch.sigmoid(logits).sub_(xk).mul_(coef.reshape(-1, 1))
-        dz = self._mlp_backward(self.dec, dec_w, dec_outs, d_logits, need_input=True)
+        dz = mlp_backward(self.dec, dec_w, dec_outs, d_logits, True, self.relu, g)
         dz = dz.view(k, batch, -1)
 
         # gradient in z of everything but the decoder, then through z = μ + σ ε
@@ -196,5 +237,5 @@ class FusedStep:
             d_mu = dz.sum(0)
             d_sigma = (dz * eps).sum(0)
         d_enc_out = torch.cat([d_mu, d_sigma * dsigma_draw], dim=1)  # (B, 2L)
-        self._mlp_backward(self.enc, enc_w, enc_outs, d_enc_out, need_input=False)
+        mlp_backward(self.enc, enc_w, enc_outs, d_enc_out, False, self.relu, g)
         return out
