@@ -49,6 +49,7 @@ PANDAS_INDEX_NAMES = ("", "Unnamed: 0")
 PARQUET_INDEX_NAME = "__index_level_0__"
 UTF8_BOM = b"\xef\xbb\xbf"  # Excel starts its "CSV UTF-8" files with it; pyarrow skips it
 _SNIFF_BYTES = 1 << 16
+_CSV_BLOCK_BYTES = 1 << 20  # pyarrow's default: the rows handed over at a time (tests shrink it)
 _MAX_FIRST_ROW_BYTES = 64 << 20  # a header longer than this is not a table we can read
 # pyarrow decodes a Parquet column chunk from one buffer holding all of it, so reading every
 # column of a large row group at once would hold the whole file in memory: columns are read in
@@ -280,7 +281,10 @@ class _Layout:
     def options(self, types: dict[str, pa.DataType], handler, use_threads: bool = True) -> dict:
         return {
             "read_options": pa_csv.ReadOptions(
-                column_names=self.names, skip_rows=self.skip, use_threads=use_threads
+                column_names=self.names,
+                skip_rows=self.skip,
+                use_threads=use_threads,
+                block_size=_CSV_BLOCK_BYTES,
             ),
             "parse_options": pa_csv.ParseOptions(
                 delimiter=self.delimiter, invalid_row_handler=handler
@@ -328,7 +332,7 @@ def _read_text(
     if empty:
         raise DataError(
             f"{path}: column{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
-            "of the header (counting from 1) have no name"
+            f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
         )
     layout = _Layout(path, names, skip, delimiter, has_header)
     features = _select(path, names, wanted, label_column, index, hint)
@@ -572,7 +576,8 @@ def _fill_parquet(pf: pq.ParquetFile, features: list[str], n: int) -> tuple[np.n
                 j, row = position[name], start
                 for arr in part.column(name).chunks:
                     dest = out[row : row + len(arr), j]  # strided view of one column
-                    dest[:] = _as_float(arr)
+                    with np.errstate(over="ignore"):  # found just below, with its row
+                        dest[:] = _as_float(arr)
                     # after the cast: a float64 beyond float32's range becomes inf here
                     finite = finite and bool(np.isfinite(dest).all())
                     row += len(arr)
@@ -685,8 +690,8 @@ def _finish(path: Path, parts: _Parts, label_column: str | None, drop_missing: b
             if not drop_missing:
                 raise DataError(
                     f"{path}: missing value (empty, NA or NaN) in column {column!r}, "
-                    f"{row_ref(i)}; {n_missing} of {n} rows have one (drop_missing=True drops "
-                    "them)"
+                    f"{row_ref(i)}; rows with a missing value: {n_missing} of {n} "
+                    "(drop_missing=True drops them)"
                 )
             if n_missing == n:
                 raise DataError(f"{path}: every one of the {n} rows has a missing value")
