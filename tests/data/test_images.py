@@ -175,6 +175,11 @@ def test_bilevel_and_bmp_and_jpeg(tmp_path):
     np.testing.assert_array_equal(r.values[0, 0], bits * 255)
     np.testing.assert_array_equal(r.values[1, 0], b)
     assert np.abs(r.values[2, 0].astype(int) - j).max() <= 8  # lossy, but close
+    # A CMYK JPEG (print workflows) is colour: converted to RGB by Pillow.
+    _save(tmp_path / "d.jpg", Image.new("CMYK", (8, 8), (0, 255, 255, 0)), quality=100)
+    r = read_image_folder(tmp_path)
+    assert r.values.shape == (4, 3, 8, 8)
+    assert np.abs(r.values[3, :, 0, 0].astype(int) - [255, 0, 0]).max() <= 8
 
 
 def test_most_common_size_wins_and_others_are_resized_with_lanczos(tmp_path):
