@@ -94,7 +94,11 @@ def test_header_argument_overrides_the_guess(tmp_path):
     # pandas' DataFrame(a).to_csv(index=False) writes the header 0,1: all numbers, so by
     # default it is data; header=True says otherwise.
     path = _text(tmp_path, "t.csv", "0,1\n5,6\n7,8\n")
-    assert read_table(path).values.shape == (3, 2)
+    guessed = read_table(path)
+    assert guessed.values.shape == (3, 2)
+    assert guessed.notices == [
+        "read the first row 0,1,...,1 as data; if it names the columns, pass header=True"
+    ]
     r = read_table(path, header=True)
     assert r.columns == ["0", "1"] and r.values.tolist() == [[5, 6], [7, 8]]
     # header=False on a file that has one: its names are refused as numbers, in row 1.

@@ -181,6 +181,7 @@ class _Parts:
         self.row_ref = row_ref  # 0-based row → "data row 3 (...)"
         self.details = details
         self.finite = finite  # every value finite (checked while filling): nothing to look for
+        self.notices: list[str] = []
 
 
 def _select(
@@ -345,7 +346,15 @@ def _read_text(
     label = extra[label_column] if label_column is not None else None
     index_col = (index, extra[index]) if index is not None else None
     details = {"format": path.suffix.lower()[1:], "delimiter": delimiter, "header": has_header}
-    return _Parts(values, features, label, index_col, layout.row_ref, details, finite)
+    parts = _Parts(values, features, label, index_col, layout.row_ref, details, finite)
+    counting = [str(i) for i in range(len(fields))]
+    if header is None and len(fields) > 1 and [f.strip() for f in fields] == counting:
+        # pandas' DataFrame(array).to_csv(index=False) writes this header; so could data.
+        parts.notices.append(
+            f"read the first row 0,1,...,{len(fields) - 1} as data; if it names the columns, "
+            "pass header=True"
+        )
+    return parts
 
 
 def _estimate_rows(path: Path, text: str) -> int:
@@ -670,7 +679,7 @@ def _compact_rows(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
 def _finish(path: Path, parts: _Parts, label_column: str | None, drop_missing: bool) -> RawData:
     values, features, row_ref = parts.values, parts.features, parts.row_ref
     n = values.shape[0]
-    notices: list[str] = []
+    notices: list[str] = list(parts.notices)
     ids, index_action = None, None
     if parts.index is not None:
         ids, index_action = _index(path, parts.index_name, parts.index, n, notices)
