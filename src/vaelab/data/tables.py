@@ -1,0 +1,742 @@
+"""Tables: a user's .csv, .tsv, .txt or .parquet file as ``(N, D)`` float32 features.
+
+Text is parsed by ``pyarrow.csv``'s streaming reader (multi-threaded, each feature column
+straight to float32), a block of rows at a time; Parquet by ``pyarrow.parquet``, a group of
+column chunks at a time. Either way the values are copied into one preallocated C-contiguous
+``(N, D)`` array and pyarrow's buffers are dropped as soon as they are copied: the peak memory
+is the output plus pyarrow's working set, 1.7-2.0x the float32 output for ~200 MB files against
+5.8-7.8x for pyarrow's own readers followed by one conversion (``benchmarks/read_tables.py``).
+No Python code runs per row.
+
+Every mistake in a file is one :class:`~vaelab.errors.DataError` line that starts with the path
+and names the row, the column and the value where there is one. Rows are counted as a person
+counts them in a spreadsheet: ``data row 1`` is the first row below the header (the first line
+of a file without one); blank lines are not counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from vaelab.data.source import RawData, first_line
+from vaelab.errors import DataError, InvalidArgumentError
+
+__all__ = ["TABLE_SUFFIXES", "read_table"]
+
+# Text tables: the delimiter each suffix means. A .txt file is tab-separated when its first row
+# holds a tab, else space-separated (what numpy.savetxt writes by default).
+TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": None}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TABLE_SUFFIXES = (*TEXT_DELIMITERS, *PARQUET_SUFFIXES)
+# Cells pyarrow reads as missing (its default null_values: "", "NA", "NaN", "null", ...). They
+# can appear in a data row, so they never make a first row a header.
+NULL_TOKENS = frozenset(pa_csv.ConvertOptions().null_values)
+# What pandas names a DataFrame's index when it writes one: to_csv leaves it unnamed, and a
+# file read back and written again calls it "Unnamed: 0"; to_parquet stores a non-default
+# index as the column "__index_level_0__".
+PANDAS_INDEX_NAMES = ("", "Unnamed: 0")
+PARQUET_INDEX_NAME = "__index_level_0__"
+UTF8_BOM = b"\xef\xbb\xbf"  # Excel starts its "CSV UTF-8" files with it; pyarrow skips it
+_SNIFF_BYTES = 1 << 16
+_CSV_BLOCK_BYTES = 1 << 20  # pyarrow's default: the rows handed over at a time (tests shrink it)
+_MAX_FIRST_ROW_BYTES = 64 << 20  # a header longer than this is not a table we can read
+# pyarrow decodes a Parquet column chunk from one buffer holding all of it, so reading every
+# column of a large row group at once would hold the whole file in memory: columns are read in
+# groups of about this many compressed bytes.
+_PARQUET_GROUP_BYTES = 32 << 20
+_LISTED = 12  # names an error lists before "... and k more"
+
+
+def read_table(
+    path: str | os.PathLike,
+    columns: Sequence[str] | None = None,
+    label_column: str | None = None,
+    drop_missing: bool = False,
+    *,
+    header: bool | None = None,
+) -> RawData:
+    """Read a table of examples (one per row) as float32 features, labels and row ids.
+
+    ``.csv`` (comma-separated), ``.tsv`` (tabs), ``.txt`` (tabs, or spaces when the first row
+    has no tab) and ``.parquet``/``.pq``; text must be UTF-8.
+
+    - Header: by default a first row with any field that is neither a number nor a missing-
+      value marker (empty, NA, NaN, ...) is a header, as is pandas' ``,0,1,2,...`` (an unnamed
+      index over the default column names); a file without one gets the names ``col0``,
+      ``col1``, ... ``header`` forces either reading. Duplicated or empty names are errors.
+    - Index: an unnamed first column (or pandas' ``Unnamed: 0``; Parquet's
+      ``__index_level_0__``) is never a feature. Holding exactly 0..N-1 it is dropped with a
+      notice; otherwise it becomes ``ids``. A *named* id-like column is an ordinary column.
+    - ``columns`` picks the features, in the order given (default: every column but the label
+      and the index), and each must be numeric; other columns are then not read at all.
+      ``label_column`` becomes ``labels``, int64 when every value is an integer, else the
+      values' text. Unknown names are errors listing the columns there are.
+    - Missing cells (empty, NA, NaN, ...; in features or the label) are an error naming the
+      first one, or with ``drop_missing=True`` their rows are dropped with a notice. Infinite
+      values (or numbers beyond float32's range) are always an error.
+    - Ragged rows, non-numeric features, an empty file and a header without rows are errors.
+      A single data row is read as ``(1, D)``: splitting it is the caller's problem.
+
+    ``describe()`` adds ``format``, ``delimiter``, ``header`` (what was decided),
+    ``index_column`` (``None``, ``"dropped"`` or ``"ids"``), ``drop_missing``,
+    ``n_rows_in_file`` and ``n_rows_dropped``. New data is read the same way by
+    ``read_table(new, columns=d["columns"], label_column=d["label_name"], header=d["header"],
+    drop_missing=d["drop_missing"])``.
+    """
+    path = Path(path).expanduser()
+    wanted = _check_arguments(columns, label_column, drop_missing, header)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        if header is not None:
+            raise InvalidArgumentError(
+                f"header applies to text tables, not to the Parquet file {path}"
+            )
+        parts = _read_parquet(path, wanted, label_column)
+    elif suffix in TEXT_DELIMITERS:
+        parts = _read_text(path, TEXT_DELIMITERS[suffix], wanted, label_column, header)
+    else:
+        raise DataError(
+            f"{path}: unsupported table type {suffix or '(no suffix)'!r} "
+            f"(use {', '.join(TABLE_SUFFIXES)})"
+        )
+    return _finish(path, parts, label_column, drop_missing)
+
+
+# --------------------------------------------------------------------------- arguments, file
+
+
+def _check_arguments(columns, label_column, drop_missing, header) -> list[str] | None:
+    if label_column is not None and not isinstance(label_column, str):
+        raise InvalidArgumentError(f"label_column must be a column name, got {label_column!r}")
+    if not isinstance(drop_missing, bool):
+        raise InvalidArgumentError(f"drop_missing must be True or False, got {drop_missing!r}")
+    if header not in (None, True, False):
+        raise InvalidArgumentError(f"header must be None, True or False, got {header!r}")
+    if columns is None:
+        return None
+    # A lone string is a sequence of characters: refuse it rather than read columns "a", "b".
+    if isinstance(columns, str | bytes) or not all(isinstance(c, str) for c in columns):
+        raise InvalidArgumentError(f"columns must be a list of column names, got {columns!r}")
+    wanted = list(columns)
+    if not wanted:
+        raise InvalidArgumentError("columns is empty: name at least one feature column")
+    repeated = [c for c, k in Counter(wanted).items() if k > 1]
+    if repeated:
+        raise InvalidArgumentError(f"columns names {_names(repeated)} more than once")
+    if label_column in wanted:
+        raise InvalidArgumentError(
+            f"column {label_column!r} cannot be both the label_column and a feature"
+        )
+    return wanted
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a table file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+
+
+def _names(names: Sequence[str], limit: int = _LISTED) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    more = len(names) - limit
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+class _Parts:
+    """What a format-specific reader hands to :func:`_finish`."""
+
+    def __init__(
+        self,
+        values: np.ndarray,
+        features: list[str],
+        label: pa.ChunkedArray | None,
+        index: tuple[str, pa.ChunkedArray] | None,
+        row_ref: Callable[[int], str],
+        details: dict[str, Any],
+        finite: bool,
+    ):
+        self.values = values  # (N, D) float32; missing cells are NaN
+        self.features = features
+        self.label = label
+        self.index_name, self.index = index if index is not None else (None, None)
+        self.row_ref = row_ref  # 0-based row → "data row 3 (...)"
+        self.details = details
+        self.finite = finite  # every value finite (checked while filling): nothing to look for
+        self.notices: list[str] = []
+
+
+def _select(
+    path: Path,
+    names: list[str],
+    wanted: list[str] | None,
+    label_column: str | None,
+    index: str | None,
+    hint: str = "",
+) -> list[str]:
+    """The feature columns: ``wanted``, or every column but the label and the index."""
+    if label_column is not None and label_column not in names:
+        raise DataError(
+            f"{path}: no label column {label_column!r}; the columns are {_names(names)}{hint}"
+        )
+    if wanted is not None:
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise DataError(
+                f"{path}: no column {_names(missing)}; the columns are {_names(names)}{hint}"
+            )
+        return wanted
+    features = [c for c in names if c not in (label_column, index)]
+    if not features:
+        others = [repr(c) for c in (label_column, index) if c is not None]
+        besides = f" besides {' and '.join(others)}" if others else ""
+        raise DataError(f"{path}: no feature columns{besides}")
+    return features
+
+
+# --------------------------------------------------------------------------- text tables
+
+
+def _first_row(path: Path) -> str:
+    """The file's first bytes as text, enough to hold its first record (read until they hold a
+    newline after something else); checks that they are UTF-8."""
+    size = _SNIFF_BYTES
+    try:
+        with open(path, "rb") as f:
+            while True:
+                f.seek(0)
+                raw = f.read(size)
+                eof = len(raw) < size
+                if eof or b"\n" in raw.lstrip(b"\r\n") or size >= _MAX_FIRST_ROW_BYTES:
+                    break
+                size *= 4
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    bom = len(UTF8_BOM) if raw.startswith(UTF8_BOM) else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        # A multi-byte character cut by the end of what was read is not an error.
+        if eof or e.start < len(raw) - bom - 3:
+            raise DataError(
+                f"{path}: not UTF-8 text (byte 0x{raw[bom + e.start]:02x} at offset "
+                f"{bom + e.start}); save the file as UTF-8"
+            ) from None
+        text = raw[bom : bom + e.start].decode("utf-8")
+    return text
+
+
+def _is_number_or_missing(field: str) -> bool:
+    text = field.strip()
+    if not text or text in NULL_TOKENS:
+        return True
+    if "_" in text:  # Python's float() takes "1_000"; pyarrow (and a person) do not
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    if not all(_is_number_or_missing(f) for f in fields):
+        return True
+    # pandas' DataFrame(array).to_csv(): an unnamed index column, then the columns 0, 1, ...
+    rest = [f.strip() for f in fields[1:]]
+    return not fields[0].strip() and bool(rest) and rest == [str(i) for i in range(len(rest))]
+
+
+class _Layout:
+    """How a text table is laid out: what pyarrow needs to read it, and how to name its rows."""
+
+    def __init__(self, path: Path, names: list[str], skip: int, delimiter: str, header: bool):
+        self.path = path
+        self.names = names  # every column, in file order
+        self.skip = skip  # physical lines before the data (the header record, blank lines)
+        self.delimiter = delimiter
+        self.header = header
+
+    def row_ref(self, i: int) -> str:
+        """The 0-based data row ``i`` as a person counts it."""
+        if self.header:
+            return f"data row {i + 1} (1 = the first row below the header)"
+        return f"row {i + 1} (1 = the first row)"
+
+    def options(self, types: dict[str, pa.DataType], handler, use_threads: bool = True) -> dict:
+        return {
+            "read_options": pa_csv.ReadOptions(
+                column_names=self.names,
+                skip_rows=self.skip,
+                use_threads=use_threads,
+                block_size=_CSV_BLOCK_BYTES,
+            ),
+            "parse_options": pa_csv.ParseOptions(
+                delimiter=self.delimiter, invalid_row_handler=handler
+            ),
+            "convert_options": pa_csv.ConvertOptions(
+                column_types=types, include_columns=list(types), strings_can_be_null=True
+            ),
+        }
+
+
+def _read_text(
+    path: Path,
+    delimiter: str | None,
+    wanted: list[str] | None,
+    label_column: str | None,
+    header: bool | None,
+) -> _Parts:
+    text = _first_row(path)
+    if delimiter is None:  # .txt
+        line = text.lstrip("\r\n").split("\n", 1)[0]
+        delimiter = "\t" if "\t" in line or " " not in line.strip() else " "
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        fields = next((row for row in reader if row), None)
+    except csv.Error as e:
+        raise DataError(f"{path}: cannot parse the first row ({first_line(e)})") from None
+    if fields is None:
+        raise DataError(f"{path}: empty file (no rows, only blank lines)")
+    has_header = _looks_like_header(fields) if header is None else header
+    if has_header:
+        names = [f.strip() for f in fields]
+        skip = reader.line_num  # physical lines up to the header's end, blank ones included
+        hint = ""
+    else:
+        names = [f"col{i}" for i in range(len(fields))]
+        skip = 0
+        hint = " (the file has no header row, so its columns are named col0, col1, ...)"
+    repeated = [n for n, k in Counter(names).items() if k > 1 and n]
+    if repeated:
+        raise DataError(f"{path}: duplicated column names in the header: {_names(repeated)}")
+    index = names[0] if has_header and names[0] in PANDAS_INDEX_NAMES else None
+    if index is not None and (index == label_column or (wanted and index in wanted)):
+        index = None  # asked for by name: an ordinary column
+    empty = [i + 1 for i, n in enumerate(names) if not n and i > 0]
+    if empty:
+        raise DataError(
+            f"{path}: column{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
+            f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
+        )
+    layout = _Layout(path, names, skip, delimiter, has_header)
+    features = _select(path, names, wanted, label_column, index, hint)
+    strings = [c for c in (label_column, index) if c is not None]
+    values, extra, finite = _stream_csv(layout, features, strings, _estimate_rows(path, text))
+    if values.shape[0] == 0:
+        raise DataError(f"{path}: a header but no data rows")
+    label = extra[label_column] if label_column is not None else None
+    index_col = (index, extra[index]) if index is not None else None
+    details = {"format": path.suffix.lower()[1:], "delimiter": delimiter, "header": has_header}
+    parts = _Parts(values, features, label, index_col, layout.row_ref, details, finite)
+    counting = [str(i) for i in range(len(fields))]
+    if header is None and len(fields) > 1 and [f.strip() for f in fields] == counting:
+        # pandas' DataFrame(array).to_csv(index=False) writes this header; so could data.
+        parts.notices.append(
+            f"read the first row 0,1,...,{len(fields) - 1} as data; if it names the columns, "
+            "pass header=True"
+        )
+    return parts
+
+
+def _estimate_rows(path: Path, text: str) -> int:
+    """Rows in the file, from the length of the lines at its start (a little over, usually)."""
+    lines = text.count("\n")
+    if lines == 0:
+        return 1
+    per_line = len(text.encode()) / lines
+    return int(path.stat().st_size / per_line * 1.02) + 16
+
+
+def _stream_csv(
+    layout: _Layout, features: list[str], strings: list[str], n_estimate: int
+) -> tuple[np.ndarray, dict[str, pa.ChunkedArray], bool]:
+    """The feature columns as one ``(N, D)`` float32 array (missing cells NaN), the ``strings``
+    columns as text, and whether every feature value is finite.
+
+    pyarrow hands over a block of rows at a time; each is copied into the output and dropped,
+    so only the output and a few blocks are ever held. The output starts at an estimate of N
+    and is resized in place (realloc: no copy for large arrays) when the estimate is off.
+    """
+    d = len(features)
+    out = np.empty((max(n_estimate, 1), d), dtype=np.float32)
+    pieces: dict[str, list[pa.Array]] = {c: [] for c in strings}
+    finite = True
+    start = 0
+    ragged = _RaggedRow()
+    types = {c: pa.float32() for c in features} | {c: pa.string() for c in strings}
+    try:
+        reader = pa_csv.open_csv(layout.path, **layout.options(types, ragged))
+        for batch in reader:
+            stop = start + batch.num_rows
+            if stop > out.shape[0]:
+                out.resize((max(stop, out.shape[0] * 3 // 2), d), refcheck=False)
+            block = out[start:stop]  # (rows, D) view
+            for j in range(d):
+                block[:, j] = _as_float(batch.column(j))
+            finite = finite and bool(np.isfinite(block).all())
+            for c in strings:
+                pieces[c].append(batch.column(c))
+            start = stop
+            del block
+    except (OSError, pa.ArrowException) as e:
+        _raise_csv_error(layout, e, ragged, types)
+    out.resize((start, d), refcheck=False)
+    extra = {c: pa.chunked_array(pieces[c], type=pa.string()) for c in strings}
+    return out, extra, finite
+
+
+class _RaggedRow:
+    """pyarrow's invalid-row handler: remember the first ragged row, then stop the read."""
+
+    def __init__(self) -> None:
+        self.row = None
+
+    def __call__(self, row) -> str:
+        if self.row is None:
+            self.row = row
+        return "error"
+
+
+def _raise_csv_error(layout: _Layout, e: Exception, ragged: _RaggedRow, types: dict) -> NoReturn:
+    """One line for what pyarrow refused: a ragged row, non-UTF-8 text, non-numeric cells."""
+    path = layout.path
+    if ragged.row is not None:
+        row = ragged.row
+        if row.number is None:
+            # Threaded and streaming reads do not number rows: parse again in one thread.
+            again = _RaggedRow()
+            try:
+                pa_csv.read_csv(path, **layout.options(types, again, use_threads=False))
+            except (OSError, pa.ArrowException):
+                pass
+            row = again.row or row
+        # pyarrow numbers records from the file's start, the skipped lines included.
+        where = "a row" if row.number is None else layout.row_ref(row.number - layout.skip - 1)
+        text = row.text if len(row.text) <= 60 else row.text[:57] + "..."
+        field_s = "field" if row.actual_columns == 1 else "fields"
+        raise DataError(
+            f"{path}: ragged rows: {where} has {row.actual_columns} {field_s} where the "
+            f"{'header' if layout.header else 'first row'} has {row.expected_columns} "
+            f"({text!r})"
+        ) from None
+    message = str(e)
+    # "In CSV column #2: [Row #7: ]CSV conversion error to float: invalid value 'x'"
+    m = re.match(r"In CSV column #(\d+): (?:Row #\d+: )?CSV conversion error", message)
+    if m and int(m[1]) < len(layout.names):
+        column = layout.names[int(m[1])]
+        if "invalid UTF8" in message:
+            raise DataError(
+                f"{path}: column {column!r} is not UTF-8 text; save the file as UTF-8"
+            ) from None
+        features = [c for c, t in types.items() if t == pa.float32()]
+        if column in features:
+            _raise_non_numeric(layout, features)
+    if isinstance(e, OSError):
+        raise DataError(f"{path}: cannot read ({first_line(e)})") from None
+    raise DataError(f"{path}: cannot parse as a table ({first_line(e)})") from None
+
+
+def _first_failure(col: pa.ChunkedArray, kind: pa.DataType) -> int | None:
+    """Index of the first value of a string column that does not cast to ``kind``."""
+    offset = 0
+    for chunk in col.chunks:
+        try:
+            pc.cast(chunk, kind)
+        except pa.ArrowInvalid:
+            # Bisect for the shortest failing prefix: the error path, O(n log n) at worst.
+            lo, hi = 0, len(chunk)  # chunk[:lo] casts, chunk[:hi] does not
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                try:
+                    pc.cast(chunk.slice(0, mid), kind)
+                    lo = mid
+                except pa.ArrowInvalid:
+                    hi = mid
+            return offset + hi - 1
+        offset += len(chunk)
+    return None
+
+
+def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
+    """Read the features again as text to name every non-numeric one and its first bad cell."""
+    path = layout.path
+    ragged = _RaggedRow()
+    types = {c: pa.string() for c in features}
+    try:
+        table = pa_csv.read_csv(path, **layout.options(types, ragged))
+    except (OSError, pa.ArrowException) as e:
+        _raise_csv_error(layout, e, ragged, types)
+    bad: list[str] = []
+    first = None
+    for name in features:
+        col = pc.utf8_trim_whitespace(table.column(name))  # pyarrow's number parser trims
+        i = _first_failure(col, pa.float32())
+        if i is not None:
+            bad.append(name)
+            if first is None:
+                first = (name, i, col[i].as_py())
+    if first is None:  # refused by the reader, accepted by the cast: say what we know
+        raise DataError(f"{path}: cannot read the columns {_names(features)} as numbers")
+    name, i, value = first
+    hint = ""
+    if len(layout.names) == 1 and any(d in str(value) for d in ",;\t" if d != layout.delimiter):
+        hint = "; is the file separated by another character? (.csv: ',', .tsv: tab)"
+    raise DataError(
+        f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
+        f"{value!r} in {name!r}, {layout.row_ref(i)}); choose numeric features with "
+        f"columns=[...] or make it the label_column{hint}"
+    )
+
+
+def _as_float(arr: pa.Array) -> np.ndarray:
+    """A numeric arrow array as numpy floats, nulls as NaN (zero-copy for floats w/o nulls)."""
+    if not pa.types.is_floating(arr.type):
+        arr = pc.cast(arr, pa.float64())  # ints, bools, decimals: exact or nearest
+    return arr.to_numpy(zero_copy_only=False)
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_decimal(t)
+    )
+
+
+def _read_parquet(path: Path, wanted: list[str] | None, label_column: str | None) -> _Parts:
+    try:
+        pf = pq.ParquetFile(path, pre_buffer=False)
+        schema = pf.schema_arrow
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
+    names = list(schema.names)
+    repeated = [n for n, k in Counter(names).items() if k > 1]
+    if repeated:
+        raise DataError(f"{path}: duplicated column names: {_names(repeated)}")
+    index = next(
+        (n for i, n in enumerate(names) if n == PARQUET_INDEX_NAME or (i == 0 and not n)), None
+    )
+    if index is not None and (index == label_column or (wanted and index in wanted)):
+        index = None
+    features = _select(path, names, wanted, label_column, index)
+    bad = [c for c in features if not _is_numeric(schema.field(c).type)]
+    if bad:
+        first = schema.field(bad[0]).type
+        raise DataError(
+            f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first "
+            f"holds {first}); choose numeric features with columns=[...] or make it the "
+            "label_column"
+        )
+    n = pf.metadata.num_rows
+    if n == 0:
+        raise DataError(f"{path}: no rows")
+    try:
+        values, finite = _fill_parquet(pf, features, n)
+        extra = [c for c in (label_column, index) if c is not None]
+        small = pf.read(columns=extra, use_threads=True) if extra else None
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read Parquet data ({first_line(e)})") from None
+    label = small.column(label_column) if label_column is not None else None
+    index_col = (index, small.column(index)) if index is not None else None
+
+    def row_ref(i: int) -> str:
+        return f"row {i + 1} (1 = the first row)"
+
+    details = {"format": "parquet", "delimiter": None, "header": None}
+    return _Parts(values, features, label, index_col, row_ref, details, finite)
+
+
+def _fill_parquet(pf: pq.ParquetFile, features: list[str], n: int) -> tuple[np.ndarray, bool]:
+    """The features as one ``(N, D)`` float32 array (nulls NaN) and whether all are finite."""
+    out = np.empty((n, len(features)), dtype=np.float32)
+    position = {f: j for j, f in enumerate(features)}
+    finite = True
+    start = 0
+    for g in range(pf.metadata.num_row_groups):
+        group = pf.metadata.row_group(g)
+        size = {
+            group.column(i).path_in_schema: group.column(i).total_compressed_size
+            for i in range(group.num_columns)
+        }
+        for names in _byte_groups(features, size):
+            part = pf.read_row_group(g, columns=names, use_threads=True)
+            for name in names:
+                j, row = position[name], start
+                for arr in part.column(name).chunks:
+                    dest = out[row : row + len(arr), j]  # strided view of one column
+                    with np.errstate(over="ignore"):  # found just below, with its row
+                        dest[:] = _as_float(arr)
+                    # after the cast: a float64 beyond float32's range becomes inf here
+                    finite = finite and bool(np.isfinite(dest).all())
+                    row += len(arr)
+            del part
+        start += group.num_rows
+    return out, finite
+
+
+def _byte_groups(names: list[str], size: dict[str, int]) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    total = 0
+    for name in names:
+        b = size.get(name, 0)
+        if groups[-1] and total + b > _PARQUET_GROUP_BYTES:
+            groups.append([])
+            total = 0
+        groups[-1].append(name)
+        total += b
+    return groups
+
+
+# --------------------------------------------------------------------------- common checks
+
+
+def _ints_or_text(path: Path, col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Values without nulls as int64 when every one is an integer (1, "007", 2.0), else as
+    their text (numpy str)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = pc.utf8_trim_whitespace(col)
+    try:
+        # A safe cast: refuses "a", 1.5 and out-of-range values instead of rounding them.
+        return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    try:
+        text = pc.cast(col, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DataError(
+            f"{path}: cannot read values of type {col.type} ({first_line(e)})"
+        ) from None
+    return np.asarray(text.to_pylist(), dtype=str)
+
+
+def _labels(path: Path, col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(labels (N,), missing (N,) bool or None)``; a missing label's slot holds 0 or ""."""
+    if not col.null_count:
+        return _ints_or_text(path, col), None
+    missing = col.is_null().to_numpy(zero_copy_only=False)
+    present = _ints_or_text(path, pc.drop_null(col))
+    labels = np.zeros(len(col), dtype=present.dtype)
+    labels[~missing] = present
+    return labels, missing
+
+
+def _index(path: Path, name: str, col: pa.ChunkedArray, n: int, notices: list[str]):
+    """``(ids or None, "dropped" | "ids")`` for a pandas index column."""
+    what = "the unnamed first column" if not name else f"the index column {name!r}"
+    ids = _ints_or_text(path, col) if not col.null_count else None
+    if ids is not None and ids.dtype.kind == "i" and np.array_equal(ids, np.arange(n)):
+        notices.append(f"dropped {what}: it holds the row numbers 0..{n - 1}")
+        return None, "dropped"
+    if ids is None:  # some cells empty: keep every id as text, "" for the empty ones
+        text = pc.fill_null(pc.cast(col, pa.string()), "")
+        ids = np.asarray(text.to_pylist(), dtype=str)
+    notices.append(f"read {what} as row ids, not as a feature")
+    return ids, "ids"
+
+
+def _compact_rows(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``values[keep]`` without a second full-size array: the kept rows move up a block at a
+    time, then the array is shrunk in place (``values`` owns its memory: it came from
+    ``np.empty``)."""
+    n, d = values.shape
+    block = max(1, (1 << 20) // max(1, d))  # about 4 MiB of float32 per block
+    written = 0
+    for start in range(0, n, block):
+        rows = values[start : start + block][keep[start : start + block]]  # (k, D) copy
+        values[written : written + len(rows)] = rows
+        written += len(rows)
+    values.resize((written, d), refcheck=False)
+    return values
+
+
+def _finish(path: Path, parts: _Parts, label_column: str | None, drop_missing: bool) -> RawData:
+    values, features, row_ref = parts.values, parts.features, parts.row_ref
+    n = values.shape[0]
+    notices: list[str] = list(parts.notices)
+    ids, index_action = None, None
+    if parts.index is not None:
+        ids, index_action = _index(path, parts.index_name, parts.index, n, notices)
+    labels, label_missing = None, None
+    if parts.label is not None:
+        labels, label_missing = _labels(path, parts.label)
+
+    keep = None
+    # One pass over the values on the usual path; the rest only when something is off.
+    if label_missing is not None or not parts.finite:
+        missing = np.isnan(values).any(axis=1)
+        if label_missing is not None:
+            missing |= label_missing
+        n_missing = int(missing.sum())
+        if n_missing:
+            i = int(np.argmax(missing))
+            nan_in_row = np.isnan(values[i])
+            column = features[int(np.argmax(nan_in_row))] if nan_in_row.any() else label_column
+            if not drop_missing:
+                raise DataError(
+                    f"{path}: missing value (empty, NA or NaN) in column {column!r}, "
+                    f"{row_ref(i)}; rows with a missing value: {n_missing} of {n} "
+                    "(drop_missing=True drops them)"
+                )
+            if n_missing == n:
+                raise DataError(f"{path}: every one of the {n} rows has a missing value")
+            keep = ~missing
+            notices.append(f"dropped {n_missing} of {n} rows with missing values")
+        infinite = np.isinf(values).any(axis=1)
+        if keep is not None:
+            infinite &= keep
+        if infinite.any():
+            i = int(np.argmax(infinite))
+            j = int(np.argmax(np.isinf(values[i])))
+            raise DataError(
+                f"{path}: infinite value {values[i, j]} in column {features[j]!r}, {row_ref(i)} "
+                "(inf in the file, or a number beyond float32's range of ±3.4e38)"
+            )
+    if keep is not None:
+        values = _compact_rows(values, keep)
+        labels = None if labels is None else labels[keep]
+        ids = None if ids is None else ids[keep]
+    details = {
+        **parts.details,
+        "index_column": index_action,
+        "drop_missing": drop_missing,
+        "n_rows_in_file": n,
+        "n_rows_dropped": 0 if keep is None else n - int(keep.sum()),
+    }
+    return RawData(
+        values=values,
+        labels=labels,
+        columns=list(features),
+        label_name=label_column,
+        ids=ids,
+        notices=notices,
+        kind="table",
+        file=str(path),
+        details=details,
+    )
