@@ -140,7 +140,7 @@ CASES: dict[str, Case] = {
     ),
     "nan-in-csv": lambda t, o: (
         _train("--out", o, "--dataset", _text(t, "nan.csv", "a,b\n0,1\n1,nan\n"), *QUICK),
-        ["nan.csv", "non-finite"],
+        ["nan.csv", "missing value", "--drop-missing"],
     ),
     "empty-npy": lambda t, o: (
         _train(
@@ -154,7 +154,7 @@ CASES: dict[str, Case] = {
     ),
     "header-only-csv": lambda t, o: (
         _train("--out", o, "--dataset", _text(t, "head.csv", "a,b,c\n"), *QUICK),
-        ["head.csv", "empty"],
+        ["head.csv", "no data rows"],
     ),
     "grey-npy-bernoulli-no-binarize": lambda t, o: (
         _train(
@@ -162,6 +162,8 @@ CASES: dict[str, Case] = {
             o,
             "--dataset",
             _npy(t, "grey.npy", np.full((200, 10), 0.3, np.float32)),
+            "--likelihood",  # a table's default is gaussian since tables came in
+            "bernoulli",
             "--binarize",
             "none",
             *QUICK,
@@ -174,7 +176,13 @@ CASES: dict[str, Case] = {
     ),
     "out-of-range-npy-binarized": lambda t, o: (
         _train(
-            "--out", o, "--dataset", _npy(t, "big.npy", np.full((200, 10), 3.0, np.float32)), *QUICK
+            "--out",
+            o,
+            "--dataset",
+            _npy(t, "big.npy", np.full((200, 10), 3.0, np.float32)),
+            "--likelihood",
+            "bernoulli",
+            *QUICK,
         ),
         ["big.npy", "[0, 1]"],
     ),

@@ -19,13 +19,26 @@ SCHEDULES = ("constant", "cosine", "step", "burda")
 OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("standard", "dreg")
 BINARIZE = ("dynamic", "fixed", "none")
+STANDARDIZE = ("auto", "on", "off")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "mnist-mini"  # a built-in name (see `vaelab datasets`) or a .npy/.npz/.csv file
-    data_dir: str | None = None  # where the dataset's files are; default $VAELAB_DATA
+    # a built-in name (see `vaelab datasets`), a .npy/.npz array, a .csv/.tsv/.txt/.parquet
+    # table, or a folder of images; a run stores the file's absolute path
+    dataset: str = "mnist-mini"
+    data_dir: str | None = None  # where a built-in dataset's files are; default $VAELAB_DATA
+    columns: list[str] | None = None  # table features (default: every numeric column)
+    label_column: str | None = None  # a table column kept as each row's label, never a feature
+    drop_missing: bool = False  # drop table rows with missing cells (default: an error)
+    image_size: int | None = None  # image folders: side in pixels (default: the most common)
+    # integer data (images stored as 0..16 or 0..65535, ...) is mapped to [0, 1] from this
+    # [lo, hi]; default: the dtype's range for uint8/uint16, else the training split's min/max
+    value_range: list[float] | None = None
+    # per-column standardization of continuous data (statistics of the training split):
+    # auto = tables, on, off. Reported NLLs add its log-Jacobian back (original units).
+    standardize: str = "auto"
     # Bernoulli likelihood: how grey pixels become binary. "dynamic" draws a fresh Bernoulli
     # sample every time an image is seen in training (validation/test use one fixed-seed draw);
     # "fixed" uses the fixed-seed draw for training too; "none" requires binary data.
@@ -103,6 +116,15 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     choice("model_class", cfg.model_class, MODEL_CLASSES)
     choice("data.binarize", d.binarize, BINARIZE)
+    choice("data.standardize", d.standardize, STANDARDIZE)
+    if d.value_range is not None and not (
+        len(d.value_range) == 2
+        and all(math.isfinite(v) for v in d.value_range)
+        and d.value_range[0] < d.value_range[1]
+    ):
+        raise ConfigError(f"data.value_range: must be two numbers LO < HI, got {d.value_range}")
+    if d.image_size is not None:
+        positive("data.image_size", d.image_size)
     choice("train.optimizer", t.optimizer, OPTIMIZERS)
     choice("train.schedule", t.schedule, SCHEDULES)
     choice("train.objective", t.objective, OBJECTIVES)

@@ -1,12 +1,10 @@
-"""A user's own arrays: ``.npy``, ``.npz`` and ``.csv`` files, read without unpickling, and the
-seeded train/valid/test split of their rows."""
+"""A user's own arrays: ``.npy`` and ``.npz`` files, read without unpickling, and the seeded
+train/valid/test split of rows (``.csv`` goes to :mod:`vaelab.data.tables`)."""
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -14,8 +12,9 @@ import numpy as np
 import torch
 
 from vaelab.data.builtin import Split
-from vaelab.data.idx import read_file_bounded
 from vaelab.data.registry import check_split
+from vaelab.data.source import RawData, to_channels_first
+from vaelab.data.tables import read_table
 from vaelab.errors import DataError, InvalidArgumentError
 
 MAX_ARRAY_BYTES = 4 * 2**30  # bound on a user's array file (and on one .npz member)
@@ -119,44 +118,8 @@ def _load_npz(path: Path, max_bytes: int) -> np.ndarray:
         raise DataError(f"{path}: unsupported .npz archive ({_first_line(e)})") from None
 
 
-def _is_number(field_text: str) -> bool:
-    try:
-        float(field_text)
-    except ValueError:
-        return False
-    return True
-
-
-def _load_csv(path: Path, max_bytes: int) -> np.ndarray:
-    raw = read_file_bounded(path, max_bytes=max_bytes, what="CSV file")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}: not UTF-8 text (bad byte at offset {e.start}); expected a numeric CSV"
-        ) from None
-    lines = text.splitlines()
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
-        raise DataError(f"{path}: empty CSV file (no rows)")
-    # A first row that is not all numbers is a header row.
-    skip = first if all(_is_number(f) for f in lines[first].split(",")) else first + 1
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "input contained no data": reported below
-            arr = np.loadtxt(
-                io.StringIO("\n".join(lines[skip:])),
-                delimiter=",",
-                dtype=np.float64,
-                ndmin=2,
-                comments=None,
-            )
-    except ValueError as e:
-        raise DataError(f"{path}: not a numeric CSV ({_first_line(e)})") from None
-    return arr
-
-
-def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
+def _as_examples(arr: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
+    """``arr`` as examples along axis 0: ``(N, D)`` or ``(N, C, H, W)``, and notices."""
     if arr.ndim == 0:
         raise DataError(f"{path}: holds a single number; expected (N, D) or (N, C, H, W) data")
     if arr.ndim > 4:
@@ -165,6 +128,7 @@ def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
         raise DataError(f"{path}: empty (0 examples)")
     if arr.size == 0:
         raise DataError(f"{path}: array of shape {arr.shape} holds no values")
+    notices = []
     if arr.dtype == np.uint8:
         # 8-bit data stays 8-bit: the pipeline then binarizes it (Bernoulli) or dequantizes it
         # (Gaussian, with the bits/dim correction) exactly as it does the built-in images
@@ -172,6 +136,8 @@ def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
     else:
         with np.errstate(over="ignore", invalid="ignore"):
             x = np.ascontiguousarray(arr, dtype=np.float32)
+        if arr.dtype.kind in "biu" and not np.array_equal(x, arr):
+            raise DataError(f"{path}: {arr.dtype} values beyond 2**24 lose precision as float32")
     bad = ~np.isfinite(x)
     if bad.any():
         first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), x.shape))
@@ -183,18 +149,21 @@ def _as_examples(arr: np.ndarray, path: Path) -> torch.Tensor:
         x = x.reshape(-1, 1)  # (N,) -> (N, 1): one feature per example
     elif x.ndim == 3:
         x = x.reshape(x.shape[0], 1, *x.shape[1:])  # (N, H, W) -> (N, 1, H, W)
-    return torch.from_numpy(x)
+    else:
+        x, notice = to_channels_first(x)
+        notices += [notice] if notice else []
+    return x, notices
 
 
-def load_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> torch.Tensor:
-    """Load a user's data as ``(N, D)`` or ``(N, C, H, W)``, as stored: uint8 arrays stay uint8
-    (8-bit images), everything else becomes float32.
+def read_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> RawData:
+    """Read a user's ``.npy``/``.npz`` array (or a ``.csv`` table) as examples, as stored.
 
-    ``.npy``, ``.npz`` (the array named ``x``, or the only array) and ``.csv`` (numbers separated
-    by commas, one example per row; a first row that is not all numbers is a header). ``(N,)`` is
-    read as ``(N, 1)`` and ``(N, H, W)`` as ``(N, 1, H, W)``. Never unpickles: object arrays are
-    refused before anything is deserialized. Missing, empty, non-numeric, non-finite (NaN/inf)
-    or malformed data raises :class:`DataError` naming the file.
+    ``.npz``: the array named ``x``, or the only array. ``(N,)`` is read as ``(N, 1)``,
+    ``(N, H, W)`` as ``(N, 1, H, W)`` and channels-last ``(N, H, W, C)`` images are transposed
+    to ``(N, C, H, W)`` with a notice (:func:`~vaelab.data.source.to_channels_first`). uint8
+    stays uint8 (8-bit images); everything else becomes float32, the stored dtype kept in
+    ``details``. Never unpickles: object arrays are refused before anything is deserialized.
+    Missing, empty, non-numeric, non-finite or malformed data raises :class:`DataError`.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -202,44 +171,52 @@ def load_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> 
     if not path.is_file():
         raise DataError(f"{path}: not a regular file")
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_table(path)
     if suffix == ".npy":
         arr = _load_npy(path, max_bytes)
     elif suffix == ".npz":
         arr = _load_npz(path, max_bytes)
-    elif suffix == ".csv":
-        arr = _load_csv(path, max_bytes)
     else:
         raise DataError(
             f"{path}: unsupported data file type {suffix or '(no suffix)'!r} "
             "(use .npy, .npz or .csv, or a registered dataset name)"
         )
-    return _as_examples(arr, path)
+    x, notices = _as_examples(arr, path)
+    return RawData(
+        values=x,
+        labels=None,
+        columns=None,
+        label_name=None,
+        ids=None,
+        notices=notices,
+        kind="images" if x.ndim == 4 else "array",
+        file=str(path),
+        details={"format": suffix[1:], "stored_dtype": str(arr.dtype)},
+    )
 
 
-def split_array(
-    x: torch.Tensor,
-    split: str,
-    *,
-    seed: int = 0,
-    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+def load_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> torch.Tensor:
+    """:func:`read_array`'s values as a tensor: ``(N, D)`` or ``(N, C, H, W)``; uint8 stays
+    uint8, everything else is float32."""
+    return torch.from_numpy(read_array(path, max_bytes=max_bytes).values)
+
+
+def split_indices(
+    n: int, split: str, *, seed: int = 0, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
 ) -> torch.Tensor:
-    """The ``split`` part of a seeded random train/valid/test partition of ``x``'s rows.
+    """The rows of ``split`` in a seeded random train/valid/test partition of ``n`` rows.
 
-    Deterministic in ``seed``; every example lands in exactly one split; the valid and test
-    sizes are ``round(N * fraction)`` (at least 1) and train gets the rest. Examples keep their
-    original order within a split. Raises DataError when a split would be empty.
+    Deterministic in ``seed``; every row lands in exactly one split; the valid and test sizes
+    are ``round(n * fraction)`` (at least 1) and train gets the rest. Rows keep their original
+    order within a split. Raises DataError when a split would be empty.
     """
     check_split(split)
-    if not isinstance(x, torch.Tensor):
-        raise InvalidArgumentError(f"x must be a torch.Tensor, got {type(x).__name__}")
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or not all(math.isfinite(f) and f > 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
         raise InvalidArgumentError(
             f"fractions must be three positive numbers summing to 1, got {tuple(fractions)}"
         )
-    if x.ndim == 0:
-        raise DataError("cannot split a 0-d tensor; expected examples along the first axis")
-    n = int(x.shape[0])
     n_valid = max(1, round(n * fr[1]))
     n_test = max(1, round(n * fr[2]))
     n_train = n - n_valid - n_test
@@ -251,7 +228,23 @@ def split_array(
     perm = torch.randperm(n, generator=generator)
     bounds = {"train": (0, n_train), "valid": (n_train, n_train + n_valid), "test": (n - n_test, n)}
     lo, hi = bounds[split]
-    idx = perm[lo:hi].sort().values
+    return perm[lo:hi].sort().values
+
+
+def split_array(
+    x: torch.Tensor,
+    split: str,
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+) -> torch.Tensor:
+    """The ``split`` part of a seeded random partition of ``x``'s rows (:func:`split_indices`)."""
+    check_split(split)
+    if not isinstance(x, torch.Tensor):
+        raise InvalidArgumentError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise DataError("cannot split a 0-d tensor; expected examples along the first axis")
+    idx = split_indices(int(x.shape[0]), split, seed=seed, fractions=fractions)
     return x[idx.to(x.device)]
 
 

@@ -29,15 +29,17 @@ class Split:
     """One split of a dataset, held in memory.
 
     ``images`` is uint8 ``(N, 1, 28, 28)`` for registered datasets (scale or binarize it with
-    :mod:`vaelab.data.transforms`) and float32 for a user's arrays; ``labels`` is int64 ``(N,)``
-    or None.
+    :mod:`vaelab.data.transforms`) and, for a user's data, the examples as stored (uint8 or
+    float32, ``(N, D)`` or ``(N, C, H, W)``); ``labels`` is ``(N,)`` (int64 tensor, or a numpy
+    array of strings) or None; ``ids`` the rows' ids in the file (numpy) or None.
     """
 
     images: torch.Tensor
-    labels: torch.Tensor | None
+    labels: object | None
     name: str
     split: str
     info: DatasetInfo | None = None
+    ids: object | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -1,95 +1,146 @@
-"""From a dataset name to the tensors a model sees: splits, binarization, dequantization.
+"""From a dataset name to the tensors a model sees: splits, preprocessing, binarization,
+dequantization.
 
-Training batches are drawn by index from one resident tensor (8-bit images stay uint8, four
-times smaller than floats) and transformed on the fly: a fresh Bernoulli draw per batch for
-dynamic binarization, fresh uniform noise for dequantization. Validation and test data are
-transformed once with a fixed seed, so their numbers are reproducible.
+Training batches are drawn by index from one resident tensor (integer levels stay uint8 where
+they fit, four times smaller than floats) and transformed on the fly: a fresh Bernoulli draw per
+batch for dynamic binarization, fresh uniform noise for dequantization. Validation and test
+data are transformed once with a fixed seed, so their numbers are reproducible. What is done to
+the values (:class:`~vaelab.data.preprocess.Preprocessing`) is fitted on the training split,
+saved with the run, and reused as it is by every later command.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from vaelab.config import DataConfig
+from vaelab.data.builtin import Split
+from vaelab.data.preprocess import Preprocessing
 from vaelab.data.sources import open_source
 from vaelab.data.transforms import binarize_dynamic, binarize_fixed, dequantize, is_binary
 from vaelab.errors import DataError
 
 
 class DataPipeline:
-    """The data side of a run: raw splits and the transforms the likelihood calls for."""
+    """The data side of a run: raw splits, the run's preprocessing and the transforms the
+    likelihood calls for.
+
+    ``likelihood=None`` chooses it from the data: Bernoulli for images (integer levels, or
+    values in [0, 1]), Gaussian for everything else. ``preprocessing`` is a run's saved one;
+    without it, it is fitted on the training split.
+    """
 
     def __init__(
         self,
         cfg: DataConfig,
-        likelihood: str,
+        likelihood: str | None,
         device: torch.device | str = "cpu",
         primary: str = "train",
         tensors: dict[str, torch.Tensor] | None = None,
+        preprocessing: Preprocessing | None = None,
+        expect_shape: tuple[int, ...] | None = None,
+        expected_by: str = "the model",
     ):
         self.cfg = cfg
-        self.likelihood = likelihood
         self.device = torch.device(device)
-        self.source = open_source(cfg.dataset, cfg.data_dir, cfg.eval_seed, tensors)
+        self.source = open_source(cfg, tensors)
+        self.notices = list(self.source.notices)
+        self._splits: dict[str, Split] = {}
         self._raw: dict[str, torch.Tensor] = {}
         self._eval: dict[str, torch.Tensor] = {}
-        first = self.raw(primary)  # the split whose type and shape define the data
-        self.eight_bit = first.dtype == torch.uint8
+        first = self._split(primary).images  # the split whose shape defines the data
         self.data_shape = tuple(first.shape[1:])
-        self._check(first)
+        if expect_shape is not None and self.data_shape != tuple(expect_shape):
+            raise DataError(
+                f"{cfg.dataset}: the {primary} data have shape {list(self.data_shape)} per "
+                f"example, but {expected_by} expects {list(expect_shape)}"
+            )
+        self.likelihood = likelihood or self._default_likelihood(first)
+        if preprocessing is None:
+            stored_dtype = getattr(self.source, "raw", None)
+            stored_dtype = stored_dtype.details.get("stored_dtype") if stored_dtype else None
+            preprocessing = Preprocessing.fit(
+                cfg, self.source.kind, self.likelihood, self._split("train").images,
+                stored_dtype, self.notices,
+            )  # fmt: skip
+        self.prep = preprocessing
+        self._check(self.raw(primary))
 
     # -- loading -------------------------------------------------------------------------
-    def raw(self, split: str) -> torch.Tensor:
-        """The split as stored: uint8 images or float arrays, on the pipeline's device."""
-        if split not in self._raw:
+    def _split(self, split: str) -> Split:
+        if split not in self._splits:
             s = self.source.split(split)
             if len(s) == 0:
                 raise DataError(f"{self.cfg.dataset}: the {split} split is empty")
-            self._raw[split] = s.images.to(self.device)
+            self._splits[split] = s
+        return self._splits[split]
+
+    def raw(self, split: str) -> torch.Tensor:
+        """The split as the pipeline keeps it (:meth:`Preprocessing.stored`), on its device."""
+        if split not in self._raw:
+            x = self._split(split).images
+            self.prep.check(x, f"{self.cfg.dataset} ({split} split)")
+            self._raw[split] = self.prep.stored(x).to(self.device)
         return self._raw[split]
 
+    def labels(self, split: str):
+        """The split's labels (int64 tensor or array of strings), or None."""
+        return self._split(split).labels
+
+    def ids(self, split: str) -> np.ndarray | None:
+        """The split's row ids in the file (an index column, an image's path), or None."""
+        return self._split(split).ids
+
+    def _default_likelihood(self, x: torch.Tensor) -> str:
+        if x.dtype == torch.uint8 or self.source.kind == "images":
+            return "bernoulli"
+        return "gaussian"
+
     def _check(self, x: torch.Tensor) -> None:
-        d, name = self.cfg, self.cfg.dataset
-        if not self.eight_bit and not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).sum().item()
-            raise DataError(f"{name}: {bad} values are NaN or infinite")
+        d, name, p = self.cfg, self.cfg.dataset, self.prep
         if self.likelihood == "bernoulli":
             if d.binarize == "none":
                 if not is_binary(x):
-                    kind = "grey pixels (0..255)" if self.eight_bit else "values other than 0/1"
+                    kind = "grey pixels (0..255)" if p.integer else "values other than 0/1"
                     raise DataError(
                         f"{name} has {kind}, but the bernoulli likelihood is for binary data: "
                         "choose --binarize dynamic (or fixed), or --likelihood gaussian"
                     )
-            elif not self.eight_bit and (x.min() < 0 or x.max() > 1):
+            elif not p.integer and (x.min() < 0 or x.max() > 1):
                 raise DataError(
                     f"{name}: binarization needs values in [0, 1] (read as probabilities), got "
-                    f"[{x.min().item():.4g}, {x.max().item():.4g}]"
+                    f"[{x.min().item():.4g}, {x.max().item():.4g}]: give their range with "
+                    "--value-range LO,HI, or choose --likelihood gaussian"
                 )
-        elif self.eight_bit and not d.dequantize:
+        elif p.integer and not d.dequantize:
             raise DataError(
-                f"{name} is 8-bit data: a Gaussian density on it without dequantization can "
+                f"{name} is integer data: a Gaussian density on it without dequantization can "
                 "score arbitrarily high; keep data.dequantize true"
             )
 
     # -- transforms ----------------------------------------------------------------------
     @property
     def dequantized(self) -> bool:
-        """Whether the model sees ``(x + u)/256`` (then bits/dim gets the 8-bit correction)."""
-        return self.likelihood == "gaussian" and self.eight_bit
-
-    def _scale(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32)
+        """Whether the model sees ``(x + u)/levels`` of integer levels (bits/dim corrected)."""
+        return self.likelihood == "gaussian" and self.prep.integer
 
     def train_batch(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Transform raw training examples for one step (fresh noise from ``generator``)."""
+        """Transform stored training examples for one step (fresh noise from ``generator``)."""
         if self.likelihood == "bernoulli":
             if self.cfg.binarize == "dynamic":
-                return binarize_dynamic(x, generator)
+                return binarize_dynamic(x, generator, top=self.prep.top)
             return self._scale(x)  # "none": already binary; "fixed": pre-binarized below
         if self.dequantized:
-            return dequantize(x, generator)
+            return dequantize(x, generator, levels=self.prep.levels)
         return self._scale(x)
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        if self.prep.integer:
+            return x.to(torch.float32) / self.prep.top
+        return x.to(torch.float32)
 
     def train_source(self) -> torch.Tensor:
         """The tensor training batches are indexed from (pre-binarized for ``fixed``)."""
@@ -97,22 +148,44 @@ class DataPipeline:
             return self.eval_data("train")
         return self.raw("train")
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored examples transformed once with the fixed evaluation seed: reproducible."""
+        seed = self.cfg.eval_seed
+        if self.likelihood == "bernoulli" and self.cfg.binarize != "none":
+            return binarize_fixed(x, seed, top=self.prep.top)
+        if self.dequantized:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            return dequantize(x, generator, levels=self.prep.levels)
+        return self._scale(x)
+
     def eval_data(self, split: str) -> torch.Tensor:
-        """The split transformed once with the fixed evaluation seed: reproducible scores."""
+        """The split transformed once with the fixed evaluation seed (the whole split at once:
+        the draw for an example depends on its position)."""
         if split not in self._eval:
-            x = self.raw(split)
-            seed = self.cfg.eval_seed
-            if self.likelihood == "bernoulli" and self.cfg.binarize != "none":
-                out = binarize_fixed(x, seed)
-            elif self.dequantized:
-                out = dequantize(x, torch.Generator(device=x.device).manual_seed(seed))
-            else:
-                out = self._scale(x)
-            self._eval[split] = out
+            self._eval[split] = self.prepare(self.raw(split))
         return self._eval[split]
 
+    def model_mean(self) -> torch.Tensor:
+        """``E[x]`` of the training data as the model sees it (the decoder's output bias)."""
+        x = self.raw("train").float()
+        mean = x.mean(0)
+        if self.dequantized:  # the mean of (x + u)/levels is (x + 1/2)/levels
+            return (mean + 0.5) / self.prep.levels
+        return mean / self.prep.top if self.prep.integer else mean
+
+    # -- reporting -----------------------------------------------------------------------
+    @property
+    def log_jacobian(self) -> float:
+        """Nats per example from the model's NLL to the NLL of the data in its own units."""
+        return self.prep.log_jacobian(math.prod(self.data_shape), self.dequantized)
+
+    @property
+    def bits_per_dim_applies(self) -> bool:
+        """bits/dim is reported for images only (binary, or whole levels dequantized)."""
+        return self.source.kind == "images" and (self.likelihood == "bernoulli" or self.dequantized)
+
     def describe(self) -> dict:
-        """How the data was prepared, for every reported number."""
+        """How the data was prepared, for every reported number (saved in ``config.json``)."""
         if self.likelihood == "bernoulli":
             if self.cfg.binarize == "none":
                 binarization = "none (data already binary)"
@@ -126,4 +199,8 @@ class DataPipeline:
             "dataset": self.cfg.dataset,
             "binarization": binarization,
             "dequantized": self.dequantized,
+            "kind": self.source.kind,
+            "units": self.prep.units,
+            "source": self.source.describe(),
+            "preprocessing": self.prep.to_json(),
         }

@@ -238,7 +238,7 @@ def get_info(name: str) -> DatasetInfo:
     except (KeyError, TypeError):
         raise InvalidArgumentError(
             f"unknown dataset {name!r} (known: {', '.join(DATASETS)}; for your own data "
-            "give a .npy, .npz or .csv file)"
+            "give a .npy/.npz array, a .csv/.tsv/.parquet table or a folder of images)"
         ) from None
 
 

@@ -1,25 +1,31 @@
 """Where a run's examples come from: one small contract, one class per kind of source.
 
 A *source* turns what the user named (``--dataset``) into raw splits: examples as stored
-(uint8 images stay uint8, everything else float32) with their labels when it has any. The data
-pipeline (:mod:`vaelab.data.pipeline`) then applies the transforms the likelihood needs. A new
-kind of data is one more class with ``split`` and ``describe``, and one more line in
-:func:`open_source`.
+(uint8 images stay uint8, everything else float32) with their labels and row ids when it has
+any. The data pipeline (:mod:`vaelab.data.pipeline`) then applies the preprocessing the run
+records. A new kind of data is one more reader returning a
+:class:`~vaelab.data.source.RawData` and one more line in :func:`open_source`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 
-from vaelab.data.arrays import load_array, split_array
+from vaelab.config import DataConfig
+from vaelab.data.arrays import read_array, split_indices
 from vaelab.data.builtin import Split, load_split
+from vaelab.data.images import read_image_folder
 from vaelab.data.registry import check_split, get_info
+from vaelab.data.source import RawData
+from vaelab.data.tables import TABLE_SUFFIXES, read_table
 from vaelab.errors import DataError
 
-ARRAY_SUFFIXES = (".npy", ".npz", ".csv")
+ARRAY_SUFFIXES = (".npy", ".npz")
 IN_MEMORY = "<tensors>"  # the dataset name of data handed over as tensors
 
 
@@ -27,6 +33,8 @@ class Source(Protocol):
     """What every source provides."""
 
     name: str
+    kind: str  # "images" (C, H, W examples) or "table" (D features)
+    notices: list[str]
 
     def split(self, split: str) -> Split:
         """``split`` ("train", "valid" or "test") as stored, with labels if the source has any."""
@@ -40,8 +48,11 @@ class Source(Protocol):
 class BuiltinSource:
     """A registered dataset (verified IDX files, the standard fixed split)."""
 
+    kind = "images"
+
     def __init__(self, name: str, data_dir: str | None = None):
         self.name, self.data_dir = name, data_dir
+        self.notices: list[str] = []
 
     def split(self, split: str) -> Split:
         return load_split(self.name, split, data_dir=self.data_dir)
@@ -50,22 +61,38 @@ class BuiltinSource:
         return {"kind": "builtin", "name": self.name}
 
 
-class ArraySource:
-    """A user's ``.npy``/``.npz``/``.csv`` file, split 90/5/5 by a seeded permutation."""
+class FileSource:
+    """A user's file or folder, read once by its reader and split 90/5/5 by a seeded
+    permutation of its rows."""
 
-    def __init__(self, path: str, seed: int = 0):
-        self.name, self.seed = path, seed
-        self._all: torch.Tensor | None = None
+    def __init__(self, path: str, cfg: DataConfig):
+        self.name = str(path)
+        self.path = Path(path).expanduser().resolve()
+        self.seed = cfg.eval_seed
+        self.raw = read_data(self.path, cfg)
+        self.kind = "images" if self.raw.values.ndim == 4 else "table"
+        self.notices = list(self.raw.notices)
+        self._values = torch.from_numpy(self.raw.values)
 
     def split(self, split: str) -> Split:
-        check_split(split)
-        if self._all is None:
-            self._all = load_array(self.name)
-        x = split_array(self._all, split, seed=self.seed)
-        return Split(images=x, labels=None, name=self.name, split=split)
+        idx = split_indices(len(self.raw), split, seed=self.seed)
+        pick = idx.numpy()
+        return Split(
+            images=self._values[idx],
+            labels=_labels(self.raw.labels, pick),
+            name=self.name,
+            split=split,
+            ids=None if self.raw.ids is None else self.raw.ids[pick],
+        )
 
     def describe(self) -> dict:
-        return {"kind": "array", "path": self.name, "split_seed": self.seed}
+        return {
+            "path": str(self.path),
+            "sha256": file_sha256(self.path),
+            "split": "90/5/5 seeded permutation",
+            "split_seed": self.seed,
+            **self.raw.describe(),
+        }
 
 
 class TensorSource:
@@ -75,6 +102,9 @@ class TensorSource:
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
         self.tensors = tensors
+        self.notices: list[str] = []
+        first = next(iter(tensors.values()))
+        self.kind = "images" if first.ndim == 4 else "table"
 
     def split(self, split: str) -> Split:
         check_split(split)
@@ -86,18 +116,49 @@ class TensorSource:
         return {"kind": "tensors"}
 
 
-def is_array_path(dataset: str) -> bool:
-    return Path(dataset).suffix.lower() in ARRAY_SUFFIXES
+def _labels(labels: np.ndarray | None, pick: np.ndarray):
+    if labels is None:
+        return None
+    out = labels[pick]
+    return torch.from_numpy(out) if out.dtype.kind in "iu" else out
 
 
-def open_source(
-    dataset: str, data_dir: str | None = None, seed: int = 0, tensors=None
-) -> BuiltinSource | ArraySource | TensorSource:
-    """The source ``dataset`` names: a registered name, a data file, or tensors in memory."""
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_data(path: Path, cfg: DataConfig) -> RawData:
+    """A user's file or folder read by its reader, with the run's column and image choices."""
+    if path.is_dir():
+        return read_image_folder(path, image_size=cfg.image_size)
+    suffix = path.suffix.lower()
+    table = cfg.columns is not None or cfg.label_column is not None or cfg.drop_missing
+    if suffix in TABLE_SUFFIXES:
+        return read_table(path, cfg.columns, cfg.label_column, cfg.drop_missing)
+    if table:
+        raise DataError(
+            f"{path}: --columns, --label-column and --drop-missing apply to tables "
+            f"({', '.join(TABLE_SUFFIXES)}), not to {suffix or 'this file'}"
+        )
+    return read_array(path)
+
+
+def is_data_path(dataset: str) -> bool:
+    """Whether ``dataset`` names a file or folder of the user's rather than a built-in set."""
+    p = Path(dataset).expanduser()
+    return p.suffix.lower() in (*ARRAY_SUFFIXES, *TABLE_SUFFIXES) or p.is_dir() or p.exists()
+
+
+def open_source(cfg: DataConfig, tensors=None) -> BuiltinSource | FileSource | TensorSource:
+    """The source ``cfg.dataset`` names: a registered name, a file or folder, or tensors."""
     if tensors is not None:
         return TensorSource(tensors)
-    if dataset == IN_MEMORY:
+    if cfg.dataset == IN_MEMORY:
         raise DataError("this run was trained on tensors in memory; pass the data again")
-    if is_array_path(dataset):
-        return ArraySource(dataset, seed)
-    return BuiltinSource(get_info(dataset).name, data_dir)  # unknown names: an error listing them
+    if is_data_path(cfg.dataset):
+        return FileSource(cfg.dataset, cfg)
+    return BuiltinSource(get_info(cfg.dataset).name, cfg.data_dir)  # unknown: lists the names

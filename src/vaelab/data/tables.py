@@ -311,7 +311,8 @@ def _read_text(
         delimiter = "\t" if "\t" in line or " " not in line.strip() else " "
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
-        fields = next((row for row in reader if row), None)
+        # a row of nothing but spaces is as blank as an empty one
+        fields = next((row for row in reader if any(f.strip() for f in row)), None)
     except csv.Error as e:
         raise DataError(f"{path}: cannot parse the first row ({first_line(e)})") from None
     if fields is None:
@@ -503,7 +504,7 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
     raise DataError(
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
         f"{value!r} in {name!r}, {layout.row_ref(i)}); choose numeric features with "
-        f"columns=[...] or make it the label_column{hint}"
+        f"--columns (columns=[...]) or make it the --label-column{hint}"
     )
 
 
@@ -547,8 +548,8 @@ def _read_parquet(path: Path, wanted: list[str] | None, label_column: str | None
         first = schema.field(bad[0]).type
         raise DataError(
             f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first "
-            f"holds {first}); choose numeric features with columns=[...] or make it the "
-            "label_column"
+            f"holds {first}); choose numeric features with --columns (columns=[...]) or make "
+            "it the --label-column"
         )
     n = pf.metadata.num_rows
     if n == 0:
@@ -702,7 +703,7 @@ def _finish(path: Path, parts: _Parts, label_column: str | None, drop_missing: b
                 raise DataError(
                     f"{path}: missing value (empty, NA or NaN) in column {column!r}, "
                     f"{row_ref(i)}; rows with a missing value: {n_missing} of {n} "
-                    "(drop_missing=True drops them)"
+                    "(--drop-missing, drop_missing=True, drops them)"
                 )
             if n_missing == n:
                 raise DataError(f"{path}: every one of the {n} rows has a missing value")

@@ -54,28 +54,35 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 def _bernoulli(
-    x: torch.Tensor, generator: torch.Generator | None, device: torch.device | None = None
+    x: torch.Tensor,
+    generator: torch.Generator | None,
+    device: torch.device | None = None,
+    top: float | None = None,
 ) -> torch.Tensor:
     # A pixel is 1 iff u < p with u ~ U[0, 1): P(1) = p exactly, p = 0 never fires, p = 1 always.
-    # For 8-bit x, p = x/255 and u < x/255 is tested as 255·u < x, without a float copy of x.
-    # The uniforms are drawn on ``device`` (default: x's) and moved to x's device.
+    # For integer levels x in 0..top (uint8: top = 255), p = x/top and u < x/top is tested as
+    # top·u < x, without a float copy of x. The uniforms are drawn on ``device`` (default:
+    # x's) and moved to x's device.
     u = torch.rand(x.shape, generator=generator, device=device or x.device, dtype=torch.float32)
     u = u.to(x.device)
-    if x.dtype == torch.uint8:
-        return (u.mul_(255.0) < x).to(torch.float32)
+    if top is not None or x.dtype == torch.uint8:
+        return (u.mul_(255.0 if top is None else float(top)) < x).to(torch.float32)
     return (u < to_unit(x)).to(torch.float32)
 
 
-def binarize_dynamic(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def binarize_dynamic(
+    x: torch.Tensor, generator: torch.Generator | None = None, top: float | None = None
+) -> torch.Tensor:
     """A fresh binary draw: each pixel is Bernoulli(intensity), float32 0/1, same shape as ``x``.
 
     For training: call it on every batch, so the model sees a new binarization each time
-    (dynamic binarization). ``x`` is uint8 (scaled by 1/255) or float in [0, 1].
+    (dynamic binarization). ``x`` is uint8 (scaled by 1/255), integer levels 0..``top`` (scaled
+    by 1/top), or float in [0, 1].
     """
-    return _bernoulli(_check_tensor(x, "images"), generator)
+    return _bernoulli(_check_tensor(x, "images"), generator, top=top)
 
 
-def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
+def binarize_fixed(x: torch.Tensor, seed: int, top: float | None = None) -> torch.Tensor:
     """The same Bernoulli(intensity) draw as :func:`binarize_dynamic`, from a generator seeded
     with ``seed``: for validation and test sets, so their NLL is reproducible.
 
@@ -89,28 +96,35 @@ def binarize_fixed(x: torch.Tensor, seed: int) -> torch.Tensor:
     x = _check_tensor(x, "images")
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
-    return _bernoulli(x, generator, device=torch.device("cpu"))
+    return _bernoulli(x, generator, device=torch.device("cpu"), top=top)
 
 
-def dequantize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform dequantization ``(x + u) / 256`` with ``u ~ U[0, 1)``, float32 in [0, 1).
+def dequantize(
+    x: torch.Tensor, generator: torch.Generator | None = None, levels: int | None = None
+) -> torch.Tensor:
+    """Uniform dequantization ``(x + u) / levels`` with ``u ~ U[0, 1)``, float32 in [0, 1).
 
-    ``x`` must be uint8: a continuous density on the result, with :func:`bits_per_dim`'s
-    ``dequantized=True`` correction, is a lower bound on the discrete data's log-likelihood.
-    ``floor(256 * y) == x`` holds exactly for every output ``y``.
+    ``x`` must be the raw integer levels: uint8 (``levels`` 256), or, with ``levels`` given,
+    integer values 0..levels−1 in any dtype. A continuous density on the result, with
+    :func:`bits_per_dim`'s correction, is a lower bound on the discrete data's log-likelihood.
+    ``floor(levels * y) == x`` holds exactly for every output ``y``.
     """
     x = _check_tensor(x, "images")
-    if x.dtype != torch.uint8:
-        raise InvalidArgumentError(
-            f"dequantize needs the raw 8-bit images (uint8), got {x.dtype}; "
-            "dequantizing already-scaled floats would use the wrong bin width"
-        )
+    if levels is None:
+        if x.dtype != torch.uint8:
+            raise InvalidArgumentError(
+                f"dequantize needs the raw 8-bit images (uint8), got {x.dtype}; "
+                "dequantizing already-scaled floats would use the wrong bin width"
+            )
+        levels = 256
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     xf = x.to(torch.float32)
-    y = (xf + u) / 256.0
+    y = (xf + u) / float(levels)
     # In float32, 255 + u rounds to 256 for u within 2^-17 of 1 (and likewise at every level),
     # which would put y in the next bin; clamp to the largest float below the bin's upper edge.
-    top = torch.nextafter((xf + 1.0) / 256.0, torch.zeros((), dtype=torch.float32, device=x.device))
+    top = torch.nextafter(
+        (xf + 1.0) / float(levels), torch.zeros((), dtype=torch.float32, device=x.device)
+    )
     return torch.minimum(y, top)
 
 
@@ -120,16 +134,16 @@ def is_binary(x: torch.Tensor) -> bool:
     return bool(((x == 0) | (x == 1)).all())
 
 
-def bits_per_dim(nll_nats, dims: int, *, dequantized: bool):
+def bits_per_dim(nll_nats, dims: int, *, dequantized: bool, levels: int = 256):
     """Convert a per-example negative log-likelihood in nats to bits per dimension.
 
     ``bits/dim = NLL / (D ln 2)`` for binary data, where the likelihood is a probability mass.
 
-    With ``dequantized=True`` the NLL is that of a density on ``y = (x + u) / 256`` in [0, 1)^D
-    (see :func:`dequantize`). The density of ``x + u`` on the 0..256 scale is
-    ``p_y(y) / 256^D``, so ``-log p(x + u) = NLL + D ln 256`` and
+    With ``dequantized=True`` the NLL is that of a density on ``y = (x + u) / levels`` in
+    [0, 1)^D (see :func:`dequantize`). The density of ``x + u`` on the 0..levels scale is
+    ``p_y(y) / levels^D``, so ``-log p(x + u) = NLL + D ln levels`` and
 
-        bits/dim = NLL / (D ln 2) + log2(256) = NLL / (D ln 2) + 8,
+        bits/dim = NLL / (D ln 2) + log2(levels)      (8-bit images: + 8),
 
     the number comparable to published results on 8-bit data. Works on floats and tensors
     (elementwise); ``dims`` is the number of dimensions D of one example (e.g. 784).
@@ -137,4 +151,4 @@ def bits_per_dim(nll_nats, dims: int, *, dequantized: bool):
     if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
         raise InvalidArgumentError(f"dims must be a positive integer, got {dims!r}")
     bpd = nll_nats / (dims * math.log(2))
-    return bpd + LOG2_256_CORRECTION if dequantized else bpd
+    return bpd + math.log2(levels) if dequantized else bpd

@@ -25,8 +25,6 @@ def build_model(cfg: RunConfig, data_shape: tuple[int, ...]) -> SavableModel:
     return model_cls(model_config)
 
 
-def model_likelihood(cfg: RunConfig) -> str:
-    """The likelihood the run's model will use (needed before the data shape is known)."""
-    model_cls = MODEL_REGISTRY.get(cfg.model_class)
-    default = model_cls.config_class().likelihood if model_cls else "bernoulli"
-    return cfg.model.get("likelihood", default)
+def model_likelihood(cfg: RunConfig) -> str | None:
+    """The likelihood the run config asks for; None: the data pipeline chooses it."""
+    return cfg.model.get("likelihood")

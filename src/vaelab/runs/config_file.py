@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from vaelab.config import RunConfig, from_dict, to_dict
+from vaelab.data.preprocess import Preprocessing
 from vaelab.errors import CheckpointError, VaelabError
 from vaelab.io import atomic_write_json, read_json
 from vaelab.models.base import MODEL_REGISTRY
@@ -40,3 +41,21 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
         return from_dict(RunConfig, meta["run"])
     except VaelabError as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+def read_data_record(run_dir: str | os.PathLike) -> dict:
+    """``config.json``'s ``"data"`` section: how the data was read and prepared ({} if none)."""
+    meta = read_json(Path(run_dir) / CONFIG_FILE, "run config")
+    data = meta.get("data") if isinstance(meta, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def saved_preprocessing(run_dir: str | os.PathLike) -> Preprocessing | None:
+    """The preprocessing a run recorded (None for runs made before it was recorded)."""
+    record = read_data_record(run_dir).get("preprocessing")
+    if record is None:
+        return None
+    try:
+        return Preprocessing.from_json(record)
+    except VaelabError as e:
+        raise CheckpointError(f"{Path(run_dir) / CONFIG_FILE}: {e}") from None

@@ -11,9 +11,8 @@ import torch
 from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
 from vaelab.device import resolve_device
-from vaelab.errors import DataError
 from vaelab.models.base import SavableModel
-from vaelab.runs.config_file import read_run_config
+from vaelab.runs.config_file import read_run_config, saved_preprocessing
 
 
 @dataclass
@@ -43,11 +42,13 @@ def load_run(
     dev = resolve_device(device)
     model = SavableModel.load(run_dir, map_location=dev)
     model.eval()
-    data = DataPipeline(cfg.data, model.config.likelihood, dev, primary=split)
-    want = tuple(model.config.data_shape)
-    if tuple(data.data_shape) != want:
-        raise DataError(
-            f"{cfg.data.dataset}: the {split} data have shape {list(data.data_shape)} per "
-            f"example, but the model in {run_dir} expects {list(want)}"
-        )
+    data = DataPipeline(
+        cfg.data,
+        model.config.likelihood,
+        dev,
+        primary=split,
+        preprocessing=saved_preprocessing(run_dir),
+        expect_shape=tuple(model.config.data_shape),
+        expected_by=f"the model in {run_dir}",
+    )
     return LoadedRun(run_dir=run_dir, cfg=cfg, model=model, data=data, device=dev)

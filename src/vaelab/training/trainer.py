@@ -27,7 +27,7 @@ import torch
 from vaelab._malloc import keep_freed_memory
 from vaelab.config import RunConfig, validate
 from vaelab.data.pipeline import DataPipeline
-from vaelab.data.sources import IN_MEMORY
+from vaelab.data.sources import IN_MEMORY, is_data_path
 from vaelab.device import autocast, resolve_device
 from vaelab.errors import VaelabError
 from vaelab.io import load_tensors, save_tensors
@@ -48,6 +48,11 @@ from vaelab.training.stats import DeviceStats
 from vaelab.training.steps import OptimizerUpdate, StepOutput, make_optimizer, make_step
 
 SYNC_EVERY = 25  # steps between reads of device-side statistics (progress bar, NaN checks)
+
+
+def _absolute(dataset: str) -> str:
+    """A user's file as an absolute path (the run must work from any folder); names as given."""
+    return str(Path(dataset).expanduser().resolve()) if is_data_path(dataset) else dataset
 
 
 class TrainingDiverged(VaelabError):
@@ -99,13 +104,16 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         if resume and overwrite:
             raise VaelabError("--resume and --overwrite exclude each other")
-        if tensors is not None:
-            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=IN_MEMORY))
+        dataset = IN_MEMORY if tensors is not None else _absolute(cfg.data.dataset)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
         # Everything that can fail on bad input (config, data, model) happens before the run
         # directory is touched, so a mistake never costs an earlier run its files.
         self.resuming = resume and (self.run_dir / layout.CHECKPOINT_FILE).exists()
         if self.resuming:
-            check_resumable(read_run_config(self.run_dir), cfg, self.run_dir)
+            saved = read_run_config(self.run_dir)
+            if "likelihood" not in cfg.model and "likelihood" in saved.model:
+                cfg = dataclasses.replace(cfg, model={**cfg.model, **saved.model})
+            check_resumable(saved, cfg, self.run_dir)
         else:
             if resume:
                 self.log(f"{self.run_dir}: no checkpoint yet, starting the run from the beginning")
@@ -120,6 +128,10 @@ class Trainer:
         self.data = DataPipeline(
             self.cfg.data, model_likelihood(self.cfg), self.device, tensors=tensors
         )
+        for notice in self.data.notices:
+            self.log(notice)
+        # the likelihood the data called for is part of the run's model from here on
+        self.cfg.model = {**self.cfg.model, "likelihood": self.data.likelihood}
         torch.manual_seed(t.seed)
         self.model = build_model(self.cfg, self.data.data_shape).to(self.device)
         self.optimizer = make_optimizer(self.model, t)
@@ -371,13 +383,7 @@ class Trainer:
     def _init_output_bias(self) -> None:
         if not (self.cfg.train.init_output_bias and isinstance(self.model, LatentVariableModel)):
             return
-        x = self.data.raw("train")
-        mean = x.float().mean(0)
-        if x.dtype == torch.uint8:
-            # E[x] of the data the model sees: grey/255 is the probability of a 1 under
-            # binarization, and the mean of (x + u)/256 is (x + 1/2)/256 under dequantization
-            mean = (mean + 0.5) / 256 if self.data.dequantized else mean / 255
         try:
-            self.model.init_output_bias(mean)
+            self.model.init_output_bias(self.data.model_mean())
         except VaelabError:
             pass  # a decoder without an output bias to set (conv) starts as it is
