@@ -12,7 +12,7 @@ from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
 from vaelab.device import resolve_device
 from vaelab.errors import DataError
-from vaelab.models.base import SavableModel
+from vaelab.models.base import LatentVariableModel
 from vaelab.runs.config_file import read_run_config
 
 
@@ -20,7 +20,7 @@ from vaelab.runs.config_file import read_run_config
 class LoadedRun:
     run_dir: Path
     cfg: RunConfig
-    model: SavableModel
+    model: LatentVariableModel
     data: DataPipeline
     device: torch.device
 
@@ -41,7 +41,7 @@ def load_run(
     if data_dir is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
     dev = resolve_device(device)
-    model = SavableModel.load(run_dir, map_location=dev)
+    model = LatentVariableModel.load(run_dir, map_location=dev)  # a model vaelab trains
     model.eval()
     data = DataPipeline(cfg.data, model.config.likelihood, dev, primary=split)
     want = tuple(model.config.data_shape)
