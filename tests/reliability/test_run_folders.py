@@ -11,6 +11,9 @@ it must.
 from __future__ import annotations
 
 import json
+import sys
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -239,3 +242,49 @@ def test_claim_default_run_dir_makes_a_new_folder_each_time(tmp_path, monkeypatc
     made = [layout.claim_default_run_dir(tmp_path, "data") for _ in range(3)]
     assert [p.name for p in made] == ["data-T", "data-T-2", "data-T-3"]
     assert all(p.is_dir() for p in made)
+
+
+class _EventWriter:
+    """Stands in for TensorBoard's SummaryWriter (not installed here): it writes an event
+    file named as TensorBoard names them."""
+
+    def __init__(self, logdir: str):
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+        (Path(logdir) / f"events.out.tfevents.{time.time_ns()}.host.1").write_bytes(b"events")
+
+    def add_scalar(self, *args):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def tensorboard(monkeypatch):
+    module = types.SimpleNamespace(SummaryWriter=_EventWriter)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", module)
+
+
+def test_overwrite_removes_vaelabs_event_files_and_keeps_the_users(tmp_path, capsys, tensorboard):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *QUICK]) == 0
+    assert "tensorboard/" in read_manifest(run).files
+    (ours,) = (run / "tensorboard").iterdir()
+    (run / "tensorboard" / "my-notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, ["train", "--out", str(run), "--overwrite", *QUICK])
+    assert code == 0, err
+    assert not ours.exists()  # the old run's events went with it
+    assert (run / "tensorboard" / "my-notes.txt").read_text() == "mine"
+
+
+def test_a_users_own_tensorboard_folder_is_left_alone(run, tmp_path, capsys, tensorboard):
+    """The run was made without TensorBoard; the folder beside it is the user's."""
+    mine = _user_files(run)
+    code, _, err = run_cli(capsys, ["train", "--out", str(run), "--overwrite", *QUICK])
+    assert code == 0, err
+    assert "no TensorBoard events for this run" in err
+    _assert_files(run, mine)
+    assert [p.name for p in (run / "tensorboard").iterdir()] == ["events.out.tfevents.1.mine"]

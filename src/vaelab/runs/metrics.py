@@ -25,13 +25,23 @@ class MetricsLog:
         self.path = Path(run_dir) / METRICS_FILE
         self.tb = None
 
-    def open_tensorboard(self) -> None:
+    def open_tensorboard(self) -> str | None:
+        """Write the metrics as TensorBoard events too, where the package is installed.
+
+        Returns why they are not written when the reason is worth a line: a ``tensorboard/``
+        folder of the user's own is theirs, and the run goes on without events rather than
+        writing into it.
+        """
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
-            return
-        ownership.claim(self.path.parent, [f"{TENSORBOARD_DIR}/"])
+            return None
+        try:
+            ownership.claim(self.path.parent, [f"{TENSORBOARD_DIR}/"])
+        except CheckpointError as e:
+            return f"no TensorBoard events for this run: {e}"
         self.tb = SummaryWriter(str(self.path.parent / TENSORBOARD_DIR))
+        return None
 
     def close(self) -> None:
         if self.tb is not None:

@@ -154,7 +154,8 @@ class Trainer:
                 self._save_best()  # a usable model exists from the start
                 self.save_checkpoint()
             if not self.state.done:
-                self.metrics.open_tensorboard()
+                if why := self.metrics.open_tensorboard():
+                    self.log(why)
                 try:
                     with StopFlag() as stop:
                         self._loop(stop)
