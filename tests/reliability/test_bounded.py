@@ -124,6 +124,27 @@ def test_an_idx_file_that_is_a_fifo_or_a_device_is_one_line(tmp_path, capsys, sh
     assert_one_line_error(err, "train-images-idx3-ubyte.gz", "not a regular file")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("reader", ["table", "image-folder"])
+def test_the_table_and_image_readers_refuse_a_fifo_or_a_device(tmp_path, kind, reader):
+    from vaelab.data.images import read_image_folder
+    from vaelab.data.tables import read_table
+    from vaelab.errors import DataError
+
+    if reader == "table":
+        path = tmp_path / "t.csv"
+        _replace(path, kind)
+        call = lambda: read_table(path)  # noqa: E731
+    else:
+        path = tmp_path / "images" / "a.png"
+        path.parent.mkdir()
+        _replace(path, kind)
+        call = lambda: read_image_folder(path.parent)  # noqa: E731
+    with pytest.raises(DataError, match="not a regular file") as info:
+        call()
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
 # --------------------------------------------------------------------------------------------
 # sizes from the file, memory asked for first
 # --------------------------------------------------------------------------------------------
