@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, excerpt
 
 
 def resolve_device(name: str, key: str = "device") -> torch.device:
@@ -15,12 +15,20 @@ def resolve_device(name: str, key: str = "device") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"{key}: must be auto, cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"{key}: must be auto, cpu, cuda or cuda:N, got {name!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key}: {name} requested but CUDA is not available")
+    except (RuntimeError, ValueError, TypeError):  # torch's parse errors differ by version
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"{key}: must be auto, cpu, cuda or cuda:N, got {excerpt(name)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}: {name} requested but CUDA is not available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            # torch would accept the name and fail at the first tensor with a traceback
+            raise ConfigError(
+                f"{key}: {name} requested but this machine has {count} CUDA device(s), "
+                f"cuda:0 to cuda:{count - 1}"
+            )
     return device
 
 

@@ -8,6 +8,8 @@ them the usual way.
 
 from __future__ import annotations
 
+import reprlib
+
 
 class VaelabError(Exception):
     """A problem the user can fix; its message names the offending value."""
@@ -29,8 +31,24 @@ class CheckpointError(VaelabError):
     """A run directory or checkpoint is missing, unreadable or unsafe."""
 
 
+# A value quoted in an error message is cut to a few dozen characters, whatever its size or
+# depth: reprlib stops at these limits instead of walking the whole value, so a YAML alias bomb
+# or a megabyte string costs nothing to quote.
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxstring = _EXCERPT.maxother = _EXCERPT.maxlong = 60
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = _EXCERPT.maxset = 5
+_EXCERPT.maxlevel = 2
+EXCERPT_CHARS = 100
+
+
+def excerpt(value) -> str:
+    """``repr(value)``, bounded: long strings, numbers and collections are cut with ``...``."""
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 3] + "..."
+
+
 def positive_int(name: str, value) -> int:
     """``value`` if it is an integer >= 1, else an :class:`InvalidArgumentError` naming it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {excerpt(value)}")
     return value

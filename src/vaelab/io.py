@@ -23,6 +23,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from vaelab.errors import CheckpointError
+from vaelab.memory import require_memory
 
 
 def fsync_dir(path: Path) -> None:
@@ -45,15 +46,24 @@ def _umask() -> int:
     return mask
 
 
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error, naming the file the caller asked for instead of the temporary file."""
+    return OSError(e.errno, e.strerror or str(e), str(path))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
     The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed
     over ``path``. On any error (a full disk included) the temporary file is removed and the
-    previous ``path`` is untouched.
+    previous ``path`` is untouched; an :class:`OSError` names ``path`` itself, the file the
+    user knows, never the temporary one.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         # mkstemp makes the file 0600; give it the mode a plain open() would have.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -62,33 +72,56 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     fsync_dir(path.parent)
     return path
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN and ±inf replaced by None: they are not JSON, null is."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, **kwargs) -> str:
+    """Strict JSON text of ``obj`` (non-finite numbers as null, see :func:`json_safe`)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    return atomic_write_bytes(path, (dumps_json(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
-    """Parse a JSON file, turning a missing or malformed file into one clear error."""
+MAX_JSON_BYTES = 64 * 2**20  # a run's JSON files are kilobytes; a crafted one is refused
+
+
+def read_json(
+    path: str | os.PathLike, what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES
+) -> Any:
+    """Parse a JSON file, turning a missing, oversized, non-regular or malformed file into one
+    clear error."""
     path = Path(path)
+    raw = read_regular(path, what, max_bytes=max_bytes)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: {what} not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read {what}: {e}") from None
-    try:
-        return json.loads(text)
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: cannot read {what}: not UTF-8 text ({e.reason})") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: {what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: {what} is nested too deeply; tampered") from None
 
 
 def save_tensors(
@@ -201,30 +234,31 @@ def _check_header(header, data_bytes: int) -> dict[str, str]:
     return metadata
 
 
-def _parse_safetensors(f, size: int) -> tuple[bytes, dict[str, str]]:
+def _parse_safetensors(f, size: int, path: Path) -> tuple[bytes, dict[str, str]]:
     """The whole file as bytes and its metadata, if ``f`` (``size`` bytes) is safetensors.
 
-    Reads the 8-byte length and the header first and checks them; the tensor data is read
-    only once the header has been found to describe exactly the bytes the file holds.
+    Reads the 8-byte length and the header first and checks them; the file is read whole, in
+    one allocation of its own size, only once the header has been found to describe exactly
+    the bytes the file holds and the memory for it (and the tensors made from it) is there.
     """
     if size < 8:
         raise _NotSafetensors(f"only {size} bytes")
-    head = f.read(8)
-    (n,) = struct.unpack("<Q", head)
+    (n,) = struct.unpack("<Q", f.read(8))
     if n > min(size - 8, _MAX_HEADER):
         raise _NotSafetensors(
             f"its header length {n} exceeds the file's {size} bytes; truncated or tampered"
         )
-    text = f.read(n)
     try:
-        header = json.loads(text)
+        header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise _NotSafetensors("its header is not valid JSON; tampered") from None
     metadata = _check_header(header, size - 8 - n)
-    rest = f.read(size - 8 - n)
-    if len(rest) != size - 8 - n:
+    require_memory(2 * size, f"{path}: loading these weights")  # the bytes, then the tensors
+    f.seek(0)
+    data = f.read(size)
+    if len(data) != size:
         raise _NotSafetensors("the file shrank while it was read")
-    return head + text + rest, metadata
+    return data, metadata
 
 
 def _looks_like(head: bytes) -> str | None:
@@ -236,26 +270,56 @@ def _looks_like(head: bytes) -> str | None:
     return None
 
 
-def open_regular(path: Path, what: str):
+def open_regular(path: Path, what: str, error: type[Exception] = CheckpointError):
     """Open ``path`` for reading if it is a regular file (FIFOs and devices are refused before
-    they are opened, so nothing blocks or streams forever); return (file, size)."""
+    they are opened, so nothing blocks or streams forever); return (file, size).
+
+    Problems are ``error`` (a :class:`CheckpointError` for a run's files, a data or config
+    error for the user's) naming ``path``.
+    """
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: {what} not found") from None
+        raise error(f"{path}: {what} not found") from None
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+        raise error(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{path}: is a folder, not a regular file (expected a {what})")
     if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"{path}: {what} is not a regular file")
+        raise error(f"{path}: {what} is not a regular file (a FIFO, device or socket)")
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot read {what}: {e.strerror or e}") from None
-    size = os.fstat(f.fileno()).st_size
-    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced between stat and open
+        raise error(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):  # replaced between stat and open
         f.close()
-        raise CheckpointError(f"{path}: {what} is not a regular file")
-    return f, size
+        raise error(f"{path}: {what} is not a regular file")
+    return f, st.st_size
+
+
+def read_regular(
+    path: str | os.PathLike, what: str, *, max_bytes: int, error: type[Exception] = CheckpointError
+) -> bytes:
+    """The bytes of a regular file, read in one allocation of the file's own size.
+
+    A FIFO, device or folder is refused before it is opened; a file over ``max_bytes`` or
+    larger than the memory available is refused before anything is allocated.
+    """
+    path = Path(path)
+    f, size = open_regular(path, what, error)
+    with f:
+        if size > max_bytes:
+            raise error(f"{path}: {what} is {size} bytes, over the limit of {max_bytes} bytes")
+        require_memory(size, f"{path}: reading this {what}")
+        try:
+            data = f.read(size)
+            grew = f.read(1)
+        except OSError as e:
+            raise error(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    if len(data) != size or grew:
+        raise error(f"{path}: {what} changed size while it was read")
+    return data
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -270,7 +334,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], 
     f, size = open_regular(path, "weights file")
     with f:
         try:
-            data, metadata = _parse_safetensors(f, size)
+            data, metadata = _parse_safetensors(f, size, path)
         except _NotSafetensors as e:
             f.seek(0)
             unsafe = _looks_like(f.read(8))

@@ -307,7 +307,7 @@ BAD = {
     "dangling symlink": lambda t: (
         t,
         os.symlink(t / "gone.png", t / "a.png") or t / "a.png",
-        ["cannot read"],
+        ["image file not found"],
     ),
 }
 

@@ -8,15 +8,18 @@ from pathlib import Path
 
 from tests.reliability import harness
 from vaelab.cli import main
+from vaelab.runs.ownership import LOCK_FILE
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (relative path → sha256 of its bytes)."""
+    """Every regular file under ``root`` (relative path → sha256 of its bytes), but the
+    writer lock's file: a command that takes the lock writes its PID there, before it has
+    read what it then refuses."""
     root = Path(root)
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != LOCK_FILE
     }
 
 

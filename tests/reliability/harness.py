@@ -6,6 +6,8 @@ sometimes killing the restarted process again. After every kill it checks that
 
 * ``checkpoint.safetensors``, when present, is readable (``read_checkpoint``) and finite;
 * ``metrics.jsonl`` holds only whole JSON lines (no torn line);
+* the run's writer lock is free (the kernel released it with the dead process; a kill while
+  the process held it is counted, from the PID it wrote into the lock file);
 
 and at the end that the final training state (weights, optimizer moments, RNG states,
 counters), ``model.safetensors`` and the per-epoch metrics are bit-identical to an
@@ -52,6 +54,8 @@ import torch
 
 from vaelab.errors import CheckpointError
 from vaelab.io import load_tensors
+from vaelab.runs.lock import holder
+from vaelab.runs.ownership import LOCK_FILE
 from vaelab.training.checkpoint import read_checkpoint
 
 EPOCHS = 3
@@ -243,6 +247,7 @@ class Summary:
     kills: int = 0
     kills_during_checkpoint_write: int = 0
     kills_before_first_checkpoint: int = 0
+    kills_while_locked: int = 0
     unreadable_checkpoints: int = 0
     torn_metrics: int = 0
     stale_tmp_files_at_end: int = 0
@@ -256,7 +261,8 @@ class Summary:
             f"kill harness: {self.identical}/{self.trials} trials resumed to bit-identical final "
             f"weights; {self.kills} SIGKILLs ({self.kills_during_checkpoint_write} during a "
             f"checkpoint write, {self.kills_before_first_checkpoint} before the first "
-            f"checkpoint; by mode {self.kills_by_mode}); {self.unreadable_checkpoints} "
+            f"checkpoint, {self.kills_while_locked} while the process held the run's lock; by "
+            f"mode {self.kills_by_mode}); {self.unreadable_checkpoints} "
             f"unreadable checkpoints; {self.torn_metrics} torn metrics files; "
             f"{self.stale_tmp_files_at_end} temporary files left in finished runs; "
             f"{self.processes} processes in {self.seconds:.0f} s"
@@ -268,6 +274,14 @@ def _inode(path: Path) -> int | None:
         return path.stat().st_ino
     except FileNotFoundError:
         return None
+
+
+def held_lock(run_dir: Path, pid: int) -> bool:
+    """Whether process ``pid`` had taken the run's writer lock (it writes its PID on taking it)."""
+    try:
+        return (Path(run_dir) / LOCK_FILE).read_text().strip() == str(pid)
+    except FileNotFoundError:
+        return False
 
 
 def _remaining(run_dir: Path) -> float:
@@ -383,6 +397,10 @@ def run_trial(
                 summary.kills_during_checkpoint_write += 1
             if not had_ckpt and not (run_dir / CKPT).exists():
                 summary.kills_before_first_checkpoint += 1
+            if held_lock(run_dir, proc.pid):
+                summary.kills_while_locked += 1
+            if run_dir.is_dir() and holder(run_dir) is not None:
+                summary.failures.append(f"{run_dir}: the lock outlived its killed process")
             problem = checkpoint_problem(run_dir)
             if problem:
                 summary.unreadable_checkpoints += 1

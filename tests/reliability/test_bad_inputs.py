@@ -27,7 +27,6 @@ from tests.reliability.checks import (
     assert_unchanged,
     run_cli,
     snapshot,
-    tiny_run,
 )
 from vaelab.cli import main
 from vaelab.errors import DataError
@@ -36,11 +35,6 @@ from vaelab.training.checkpoint import read_checkpoint
 QUICK = harness.train_args(epochs=1)
 # The same without the flags that would override a --set/--config value of the same key.
 QUICK_NO_MODEL_FLAGS = ["--epochs", "1", "--quiet", "--set", "train.final_eval_n=0"]
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("bad-inputs"), epochs=1)
 
 
 @pytest.fixture
@@ -86,7 +80,24 @@ def _foreign_folder(t: Path, o: str):
     return argv, [str(t / "mine"), "not a vaelab run directory"]
 
 
+def _device(command: str, name: str) -> Case:
+    """``--device NAME`` for train (key train.device) or evaluate (key device)."""
+
+    def case(t: Path, o: str):
+        if command == "train":
+            return _train("--out", o, *QUICK, "--device", name), ["train.device", f"'{name}'"]
+        argv = ["evaluate", str(t / "prev"), "--k", "5", "--device", name]
+        return argv, ["device: must be auto, cpu, cuda or cuda:N", f"'{name}'"]
+
+    return case
+
+
 CASES: dict[str, Case] = {
+    **{
+        f"{command}-device-{name}": _device(command, name)
+        for command in ("train", "evaluate")
+        for name in ("foo", "meta", "cuda:x")
+    },
     # ---- missing paths
     "missing-npy": lambda t, o: (
         _train("--out", o, "--dataset", str(t / "nope.npy"), *QUICK),
@@ -302,6 +313,22 @@ CASES: dict[str, Case] = {
     "cuda-missing": lambda t, o: (
         _train("--out", o, *QUICK, "--device", "cuda:7"),
         ["train.device", "cuda:7"],
+    ),
+    "seed-negative": lambda t, o: (
+        _train("--out", o, *QUICK, "--seed", "-1"),
+        ["train.seed", "must be in [0, 4294967295]", "-1"],
+    ),
+    "seed-overflows-the-data-order": lambda t, o: (
+        _train("--out", o, *QUICK, "--seed", str(2**62)),
+        ["train.seed", "must be in"],
+    ),
+    "threads-absurd": lambda t, o: (
+        _train("--out", o, *QUICK, "--threads", "100000"),
+        ["train.threads", "must be in [1, 1024]", "100000"],
+    ),
+    "rollbacks-absurd": lambda t, o: (
+        _train("--out", o, *QUICK, "--set", "train.max_rollbacks=1000"),
+        ["train.max_rollbacks", "must be in [0, 100]"],
     ),
     # ---- run folders
     "run-dir-exists": lambda t, o: (

@@ -279,7 +279,7 @@ def test_fuzz_load_checkpoint_into_a_model(fuzz_dir, data):
     model = torch.nn.Linear(3, 1)
     optimizer = torch.optim.Adam(model.parameters())
     try:
-        state = load_checkpoint(path, model, optimizer, steps_per_epoch=1)
+        state = load_checkpoint(path, model, optimizer, steps_per_epoch=1, epochs=1)
     except CheckpointError as e:
         _one_line(e, path)
         return

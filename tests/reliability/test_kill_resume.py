@@ -49,6 +49,7 @@ def test_sigkill_quick_three_kills_resume_bit_identical(reference_run, tmp_path,
     _report(capsys, summary)
     assert not summary.failures, summary.failures
     assert summary.kills >= 3
+    assert summary.kills_while_locked >= 2  # the training and checkpoint-write kills
     assert summary.identical == summary.trials >= 1
     assert summary.unreadable_checkpoints == 0
     assert summary.torn_metrics == 0
@@ -68,6 +69,7 @@ def test_sigkill_twenty_trials_resume_bit_identical(reference_run, tmp_path, cap
     assert summary.torn_metrics == 0
     assert summary.kills >= 20
     assert summary.kills_during_checkpoint_write >= 1
+    assert summary.kills_while_locked >= 1  # and the next --resume was never blocked by it
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 import struct
 
 import numpy as np
@@ -26,20 +25,9 @@ from tests.reliability.checks import (
     pickle_payload,
     run_cli,
     snapshot,
-    tiny_run,
 )
 
 REFUSED_PICKLE = "refusing to load a Python pickle; vaelab reads weights only as safetensors"
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("safe"), epochs=1)
-
-
-@pytest.fixture
-def run(finished_run, tmp_path):
-    return shutil.copytree(finished_run, tmp_path / "run")
 
 
 def _commands(run, tmp_path) -> dict[str, list[str]]:
@@ -182,12 +170,36 @@ def _rename_class(run, section: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("command", [*READERS, "resume"])
-def test_config_naming_an_unknown_class_is_refused(run, tmp_path, capsys, command):
-    _rename_class(run, "class", "os.system")
+@pytest.mark.parametrize("name", ["os.system", "SavableModel", "LatentVariableModel"])
+def test_config_naming_an_unknown_class_is_refused(run, tmp_path, capsys, command, name):
+    """A class path, or one of vaelab's own abstract bases (only a class with its own config
+    class is registered, so a base is as unknown as ``os.system``)."""
+    _rename_class(run, "class", name)
     before = snapshot(tmp_path)
     code, _, err = run_cli(capsys, _commands(run, tmp_path)[command])
     assert code == 2
-    assert_one_line_error(err, str(run / "config.json"), "unknown model class 'os.system'")
+    assert_one_line_error(err, str(run / "config.json"), f"unknown model class '{name}'")
+    assert_unchanged(before, tmp_path)
+
+
+@pytest.mark.parametrize("command", [*READERS, "resume"])
+def test_config_naming_a_model_no_run_trains_is_refused(run, tmp_path, capsys, command):
+    """LinearGaussian is a concrete, loadable model, but not one a run's commands can use."""
+    _rename_class(run, "class", "LinearGaussian")
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(capsys, _commands(run, tmp_path)[command])
+    assert code == 2
+    assert_one_line_error(err, str(run), "LinearGaussian")
+    assert_unchanged(before, tmp_path)
+
+
+@pytest.mark.parametrize("command", [*READERS, "resume"])
+def test_config_json_nested_too_deeply_is_one_line(run, tmp_path, capsys, command):
+    (run / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(capsys, _commands(run, tmp_path)[command])
+    assert code == 2
+    assert_one_line_error(err, str(run / "config.json"), "nested too deeply")
     assert_unchanged(before, tmp_path)
 
 
@@ -271,7 +283,36 @@ _TAMPERED_CONTENTS = {
     "optim-name-without-key": (None, lambda t: {**t, "optim/1": torch.zeros(1)}),
     "optim-name-not-an-index": (None, lambda t: {**t, "optim/x/step": torch.zeros(1)}),
     "rng-missing": (None, lambda t: {k: v for k, v in t.items() if not k.startswith("rng/")}),
+    # right types, wrong values: each would steer the run (uphill, too long, ...) if accepted
+    "lr-scale-negative": (lambda m: _state(m, lr_scale=-1.0), None),
+    "lr-scale-not-from-rollbacks": (lambda m: _state(m, lr_scale=0.5), None),
+    "epoch-negative": (lambda m: _state(m, epoch=-3), None),
+    "epoch-beyond-the-run": (lambda m: _state(m, epoch=50, global_step=50 * 32, done=True), None),
+    "since-best-beyond-epoch": (lambda m: _state(m, epochs_since_best=9), None),
+    "stopped-early-not-done": (lambda m: _state(m, stopped_early=True, done=False), None),
+    "betas-out-of-range": (lambda m: _group(m, betas=[5.0, 5.0]), None),
+    "maximize": (lambda m: _group(m, maximize=True), None),
+    "weight-decay": (lambda m: _group(m, weight_decay=-1.0), None),
+    "moment-wrong-shape": (None, lambda t: _tensor(t, "exp_avg", lambda v: v.reshape(-1)[:1])),
+    "second-moment-negative": (None, lambda t: _tensor(t, "exp_avg_sq", lambda v: v - 1)),
+    "moment-nan": (None, lambda t: _tensor(t, "exp_avg", lambda v: v * float("nan"))),
+    "step-negative": (None, lambda t: _tensor(t, "step", lambda v: v - 10**6)),
+    "weight-nan": (None, lambda t: _tensor(t, "model/", lambda v: v * float("nan"))),
 }
+
+
+def _state(meta, **changes):
+    return {**meta, "state": {**meta["state"], **changes}}
+
+
+def _group(meta, **changes):
+    return {**meta, "param_groups": [{**meta["param_groups"][0], **changes}]}
+
+
+def _tensor(tensors, part: str, change):
+    """Change the first tensor whose name holds ``part``."""
+    name = next(k for k in sorted(tensors) if part in k and tensors[k].is_floating_point())
+    return {**tensors, name: change(tensors[name]).contiguous()}
 
 
 @pytest.mark.parametrize(

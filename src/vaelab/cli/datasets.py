@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from vaelab.cli.options import add_json
+from vaelab.io import dumps_json
 
 
 def add_parser(sub) -> None:
@@ -22,7 +21,7 @@ def run(args) -> int:
 
     rows = dataset_status(args.data_dir, verify=args.verify)
     if args.json:
-        print(json.dumps(rows))
+        print(dumps_json(rows))
         return 0
     print(f"data folder: {args.data_dir or data_home()}")
     for r in rows:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from vaelab.cli.options import add_data_dir, add_json, add_run, add_split
+from vaelab.io import dumps_json
 
 
 def add_parser(sub) -> None:
@@ -52,20 +52,25 @@ def run(args) -> int:
         data_dir=args.data_dir,
     )
     if args.json:
-        print(json.dumps(report))
+        print(dumps_json(report))
     else:
         print_report(report)
     return 0
 
 
+def _f(value, digits: int = 3) -> str:
+    # JSON has no NaN: a number that was not finite comes back from eval_test.json as null
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def print_report(r: dict) -> None:
     def pm(key):
         se = r.get(f"{key}_stderr")
-        return f"{r[key]:.3f} ± {se:.3f}" if se is not None else f"{r[key]:.3f}"
+        return f"{_f(r[key])} ± {_f(se)}" if se is not None else _f(r[key])
 
     print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
-    print(f"  log-likelihood (K={r['k']})  {pm('log_likelihood')}   NLL {r['nll']:.3f}")
-    print(f"  bits/dim                 {r['bits_per_dim']:.4f}")
+    print(f"  log-likelihood (K={r['k']})  {pm('log_likelihood')}   NLL {_f(r['nll'])}")
+    print(f"  bits/dim                 {_f(r['bits_per_dim'], 4)}")
     if "elbo" in r:
         print(f"  ELBO                     {pm('elbo')}")
         print(f"    reconstruction         {pm('reconstruction')}")

@@ -43,6 +43,18 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=interpolate)
 
 
+def _fits(model, count: int, out: str) -> None:
+    """Refuse, before decoding anything, ``count`` images the output could not be made of:
+    the float32 images plus the file's bytes in memory (a uint8 grid and its PNG encoding, or
+    the .npy array's copy) are about 8 bytes per value."""
+    import math
+
+    from vaelab.memory import require_memory
+
+    shape = "×".join(map(str, model.data_shape))
+    require_memory(8 * count * math.prod(model.data_shape), f"{out}: {count:,} images of {shape}")
+
+
 def _save(images, out: str, nrow: int | None) -> None:
     from vaelab.viz import save_images
 
@@ -51,10 +63,12 @@ def _save(images, out: str, nrow: int | None) -> None:
 
 
 def sample(args) -> int:
-    from vaelab.models.base import SavableModel
+    from vaelab.errors import positive_int
+    from vaelab.models.base import LatentVariableModel
     from vaelab.viz.pictures import samples
 
-    model = SavableModel.load(args.run)
+    model = LatentVariableModel.load(args.run)  # a model that decodes prior draws into images
+    _fits(model, positive_int("-n", args.n), args.out)
     _save(samples(model, args.n, seed=args.seed, mean=not args.draw), args.out, args.nrow)
     return 0
 
@@ -79,7 +93,10 @@ def interpolate(args) -> int:
 
     if args.pairs < 1:
         raise VaelabError(f"--pairs must be >= 1, got {args.pairs}")
+    if args.steps < 2:
+        raise VaelabError(f"--steps must be >= 2, got {args.steps}")
     run = load_run(args.run, device="cpu", data_dir=args.data_dir, split=args.split)
+    _fits(run.model, args.pairs * args.steps, args.out)
     x = run.data.eval_data(args.split)
     if x.shape[0] < 2:
         raise VaelabError(f"the {args.split} split has fewer than 2 examples")

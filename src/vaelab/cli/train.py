@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 from vaelab.cli.evaluate import print_report
@@ -148,10 +146,26 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _resumable_config(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a config.json of vaelab's to continue (a folder that is not a
+    run is left to the trainer, which says what it holds)."""
+    from vaelab.runs import CHECKPOINT_FILE, CONFIG_FILE
+    from vaelab.runs.ownership import read_manifest
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        return False
+    if (run_dir / CHECKPOINT_FILE).exists():
+        return True
+    manifest = read_manifest(run_dir)
+    return manifest is not None and CONFIG_FILE in manifest.files
+
+
 def run(args) -> int:
     from vaelab.config import resolve, to_dict
     from vaelab.report import finish_run
-    from vaelab.runs import CONFIG_FILE, read_run_config
+    from vaelab.runs import read_run_config
+    from vaelab.runs.layout import claim_default_run_dir
+    from vaelab.runs.lock import run_lock
     from vaelab.training import Trainer
 
     flags = {}
@@ -163,25 +177,30 @@ def run(args) -> int:
     if args.resume:
         if not args.out:
             raise VaelabError("--resume needs --out RUN_DIR (the run to continue)")
-        if (Path(args.out) / CONFIG_FILE).exists():
+        if _resumable_config(Path(args.out)):
             # the run's own settings; flags given now are checked against them
             base = to_dict(read_run_config(args.out))
     cfg = resolve(args.config, args.overrides, flags, base=base)
-    out = args.out or os.path.join(
-        "runs", f"{Path(cfg.data.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    trainer = Trainer(
-        cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
-    )
-    result = trainer.run()
-    test = finish_run(
-        result.run_dir,
-        trainer.data,
-        k=cfg.train.final_eval_k,
-        n=cfg.train.final_eval_n,
-        progress=not args.quiet,
-        log=trainer.log,
-    )
+    # a new folder of its own, even for runs started in the same second
+    out = args.out or claim_default_run_dir("runs", Path(cfg.data.dataset).stem)
+    try:
+        trainer = Trainer(
+            cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
+        )
+    except BaseException:
+        if not args.out:
+            Path(out).rmdir()  # the empty folder made just above
+        raise
+    with run_lock(out):  # from the first write to the last picture
+        result = trainer.run()
+        test = finish_run(
+            result.run_dir,
+            trainer.data,
+            k=cfg.train.final_eval_k,
+            n=cfg.train.final_eval_n,
+            progress=not args.quiet,
+            log=trainer.log,
+        )
     print(f"run: {result.run_dir}")
     if result.best_epoch is not None:
         print(f"best validation ELBO {result.best_val_elbo:.3f} at epoch {result.best_epoch}")

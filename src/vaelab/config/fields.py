@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, excerpt
 
 C = TypeVar("C")
 
@@ -41,46 +41,46 @@ def coerce(value: Any, tp, key: str) -> Any:
                 return coerce(value, option, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {excerpt(value)}")
     if origin is typing.Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {list(get_args(tp))}, got {excerpt(value)}")
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {excerpt(value)}")
         args = get_args(tp)
         item = args[0] if args else Any
         items = [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {excerpt(value)}")
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {excerpt(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {excerpt(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {excerpt(value)}")
         value = float(value)
         if math.isnan(value):
             raise ConfigError(f"{key}: expected a number, got nan")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {excerpt(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {excerpt(value)}")
         return from_dict(tp, value, prefix=f"{key}.")
     raise TypeError(f"unsupported config annotation {tp!r} for {key}")
 
@@ -88,7 +88,7 @@ def coerce(value: Any, tp, key: str) -> Any:
 def from_dict(cls: type[C], data: Mapping[str, Any], prefix: str = "") -> C:
     """Build the dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {excerpt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - fields, key=str)

@@ -15,11 +15,31 @@ import yaml
 
 from vaelab.config.fields import from_dict
 from vaelab.config.schema import RunConfig, validate
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, excerpt
+from vaelab.io import read_regular
+
+MAX_CONFIG_BYTES = 16 * 2**20  # recipes are a few hundred bytes
 
 
 class _Loader(yaml.SafeLoader):
-    """The safe loader, reading 1e-3 as a number as YAML 1.2 and JSON do (YAML 1.1 wants 1.0e-3)."""
+    """The safe loader, reading 1e-3 as a number as YAML 1.2 and JSON do (YAML 1.1 wants 1.0e-3),
+    without aliases.
+
+    An alias (``*name``) makes one node appear many times; nine nested ones expand nine bytes
+    into 9^9 list items (the "billion laughs"), which every later step (type checks, error
+    messages) would walk. A config has no use for them, so they are refused where they appear.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"found the alias *{event.anchor}; aliases are not allowed in a vaelab config",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.add_implicit_resolver(
@@ -48,12 +68,11 @@ def _yaml_load(text: str):
 def load_file(path: str | Path) -> dict[str, Any]:
     """Parse a YAML or JSON config file (YAML via the safe loader: no tags, no code)."""
     path = Path(path)
+    raw = read_regular(path, "config file", max_bytes=MAX_CONFIG_BYTES, error=ConfigError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: cannot read config file: not UTF-8 text ({e.reason})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else _yaml_load(text)
     except _PARSE_ERRORS as e:
@@ -69,11 +88,11 @@ def load_file(path: str | Path) -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=3e-4"`` → ``(["train", "lr"], 3e-4)``; values are parsed as YAML scalars."""
     if "=" not in text:
-        raise ConfigError(f"--set expects key=value, got {text!r}")
+        raise ConfigError(f"--set expects key=value, got {excerpt(text)}")
     key, _, raw = text.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set expects key=value, got {text!r}")
+        raise ConfigError(f"--set expects key=value, got {excerpt(text)}")
     try:
         value = _yaml_load(raw) if raw.strip() else None
     except _PARSE_ERRORS:

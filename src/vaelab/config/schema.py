@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, excerpt
 
 MODEL_CLASSES = ("VAE", "HierarchicalVAE")
 OPTIMIZERS = ("adam", "adamw")
@@ -21,6 +21,12 @@ ESTIMATORS = ("standard", "dreg")
 BINARIZE = ("dynamic", "fixed", "none")
 STANDARDIZE = ("auto", "on", "off")
 PRECISIONS = ("fp32", "bf16", "fp16")
+SEED_LIMIT = 2**32
+# Each rollback scales the learning rate by 0.1: past ~300 the scale is no longer a positive
+# float (and 100 rollbacks already mean a step size of 1e-100 times the setting).
+MAX_ROLLBACKS = 100
+# torch starts as many OpenMP threads as asked: 10**5 of them hang the first matrix product.
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -106,13 +112,17 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     def choice(key, value, options):
         if value not in options:
-            raise ConfigError(f"{key}: must be one of {list(options)}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {list(options)}, got {excerpt(value)}")
 
     def positive(key, value, allow_zero=False):
         ok = value >= 0 if allow_zero else value > 0
         if not ok or (isinstance(value, float) and not math.isfinite(value)):
             bound = ">= 0" if allow_zero else "> 0"
-            raise ConfigError(f"{key}: must be {bound}, got {value}")
+            raise ConfigError(f"{key}: must be {bound}, got {excerpt(value)}")
+
+    def at_most(key, value, low, high):
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: must be in [{low}, {high}], got {excerpt(value)}")
 
     choice("model_class", cfg.model_class, MODEL_CLASSES)
     choice("data.binarize", d.binarize, BINARIZE)
@@ -142,10 +152,17 @@ def validate(cfg: RunConfig) -> RunConfig:
             positive(f"train.{key}", getattr(t, key))
     if t.final_eval_n is not None:
         positive("train.final_eval_n", t.final_eval_n, allow_zero=True)
+    for key, value in (("train.seed", t.seed), ("data.eval_seed", d.eval_seed)):
+        at_most(key, value, 0, SEED_LIMIT - 1)  # the data order hashes seed × 1_000_003
+    at_most("train.max_rollbacks", t.max_rollbacks, 0, MAX_ROLLBACKS)
+    if t.threads is not None:
+        at_most("train.threads", t.threads, 1, MAX_THREADS)
     if t.objective == "iwae" and t.k < 2:
         raise ConfigError(f"train.k: the iwae objective needs k >= 2, got {t.k}")
     if t.estimator == "dreg" and t.objective != "iwae":
         raise ConfigError("train.estimator: 'dreg' needs train.objective 'iwae'")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
-        raise ConfigError(f"train.device: must be auto, cpu, cuda or cuda:N, got {t.device!r}")
+        raise ConfigError(
+            f"train.device: must be auto, cpu, cuda or cuda:N, got {excerpt(t.device)}"
+        )
     return cfg

@@ -16,6 +16,8 @@ from vaelab.data.registry import check_split
 from vaelab.data.source import RawData, to_channels_first
 from vaelab.data.tables import read_table
 from vaelab.errors import DataError, InvalidArgumentError
+from vaelab.io import open_regular
+from vaelab.memory import require_memory
 
 MAX_ARRAY_BYTES = 4 * 2**30  # bound on a user's array file (and on one .npz member)
 
@@ -71,45 +73,63 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _load_npy(path: Path, max_bytes: int) -> np.ndarray:
+def _read_checked_npy(fp, source: str, available: int) -> np.ndarray:
+    """Check the .npy header at ``fp``'s position, then read the array from that same stream.
+
+    Reading from the stream that was checked (never by name again) means the data loaded are
+    the data whose header was checked; the array is allocated from the checked header only.
+    """
+    start = fp.tell()
+    shape, dtype = _npy_header(fp, source, available)
+    require_memory(math.prod(shape) * dtype.itemsize, f"{source}: loading this array")
+    fp.seek(start)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise DataError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
-            _npy_header(f, str(path), size)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        return np.load(path, allow_pickle=False)
+        return np.lib.format.read_array(fp, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: cannot load .npy ({_first_line(e)})") from None
+        raise DataError(f"{source}: cannot load .npy ({_first_line(e)})") from None
+
+
+def _load_npy(path: Path, max_bytes: int) -> np.ndarray:
+    f, size = open_regular(path, ".npy file", DataError)
+    with f:
+        if size > max_bytes:
+            raise DataError(f"{path}: {size} bytes, over the limit of {max_bytes} bytes")
+        try:
+            return _read_checked_npy(f, str(path), size)
+        except OSError as e:
+            raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _npz_member(zf: zipfile.ZipFile, path: Path) -> tuple[str, zipfile.ZipInfo]:
+    """The array vaelab reads from an archive: ``x.npy``, else the only ``.npy`` member.
+
+    Members are matched by their full names: a member called plain ``x`` beside ``x.npy`` is
+    not an array of the archive (numpy's own loader would read it for ``"x"``).
+    """
+    members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+    if "x" in members:
+        return "x", members["x"]
+    if len(members) == 1:
+        return next(iter(members.items()))
+    keys = ", ".join(sorted(members)) or "none"
+    raise DataError(
+        f"{path}: holds arrays [{keys}]; vaelab reads the array named 'x' or the only "
+        "array of a file (np.savez(path, x=data))"
+    )
 
 
 def _load_npz(path: Path, max_bytes: int) -> np.ndarray:
+    f, _ = open_regular(path, ".npz file", DataError)
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
-            if "x" in members:
-                key = "x"
-            elif len(members) == 1:
-                (key,) = members
-            else:
-                keys = ", ".join(sorted(members)) or "none"
-                raise DataError(
-                    f"{path}: holds arrays [{keys}]; vaelab reads the array named 'x' or the only "
-                    "array of a file (np.savez(path, x=data))"
-                )
-            info = members[key]
+        with f, zipfile.ZipFile(f) as zf:
+            key, info = _npz_member(zf, path)
             if info.file_size > max_bytes:
                 raise DataError(
                     f"{path}: array {key!r} is {info.file_size} bytes, over the limit of "
                     f"{max_bytes} bytes"
                 )
-            with zf.open(info) as member:
-                _npy_header(member, f"{path}[{key}]", info.file_size)
-            with np.load(path, allow_pickle=False) as npz:
-                return npz[key]
+            with zf.open(info) as member:  # exactly the member whose header is checked
+                return _read_checked_npy(member, f"{path}[{key}]", info.file_size)
     except DataError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:

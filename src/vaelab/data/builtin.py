@@ -62,8 +62,11 @@ def _locate(
     missing: list[str] = []
     for role in roles:
         for folder in dirs:
+            # anything by the name counts (a FIFO, a link to a device): it is read, and a
+            # thing that is not a regular file is refused there, never passed over silently
             hit = next(
-                (folder / n for n in info.files[role].candidates if (folder / n).is_file()), None
+                (folder / n for n in info.files[role].candidates if os.path.lexists(folder / n)),
+                None,
             )
             if hit is not None:
                 found[role] = hit

@@ -138,7 +138,8 @@ def fetch(
     todo = [
         role
         for role in roles
-        if not any((dest / name).is_file() for name in info.files[role].candidates)
+        # whatever is there by the name (a FIFO included) is read and judged, never replaced
+        if not any(os.path.lexists(dest / name) for name in info.files[role].candidates)
     ]
     if not todo:
         return

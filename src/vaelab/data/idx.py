@@ -21,11 +21,11 @@ import io
 import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 
 from vaelab.errors import DataError
+from vaelab.io import read_regular
 
 __all__ = ["IDX_TYPES", "MAX_NDIM", "gunzip_bounded", "parse_idx", "read_file_bounded", "read_idx"]
 
@@ -123,27 +123,9 @@ def gunzip_bounded(
 
 
 def read_file_bounded(path: str | os.PathLike, *, max_bytes: int, what: str = "file") -> bytes:
-    """Read a whole file, turning a missing, unreadable or oversized file into DataError."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > max_bytes:
-                raise DataError(
-                    f"{path}: {what} is {size} bytes, over the limit of {max_bytes} bytes"
-                )
-            data = f.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise DataError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected a {what}") from None
-    except PermissionError:
-        raise DataError(f"{path}: permission denied reading {what}") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
-    if len(data) > max_bytes:  # it grew after fstat, or is not a regular file
-        raise DataError(f"{path}: {what} is over the limit of {max_bytes} bytes")
-    return data
+    """Read a whole regular file in one allocation of its size (:func:`vaelab.io.read_regular`):
+    a missing, unreadable, oversized or non-regular file (a FIFO, a device) is a DataError."""
+    return read_regular(path, what, max_bytes=max_bytes, error=DataError)
 
 
 def read_idx(path: str | os.PathLike, *, max_bytes: int = 512 * 2**20) -> np.ndarray:

@@ -40,6 +40,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vaelab.data.source import RawData, first_line
 from vaelab.errors import DataError, InvalidArgumentError
+from vaelab.io import open_regular
 
 __all__ = ["IMAGE_SUFFIXES", "read_image_folder"]
 
@@ -223,6 +224,10 @@ def _list_images(root: Path) -> tuple[list[tuple[str, int | None]], list[str], i
 
 def _open(root: Path, rel: str) -> Image.Image:
     path = root / rel
+    # A FIFO or a device named like an image would block Pillow's open (or stream forever):
+    # only a regular file is handed to it.
+    f, _ = open_regular(path, "image file", DataError)
+    f.close()
     try:
         with warnings.catch_warnings():
             # Pillow warns above 89 M pixels and refuses above twice that (raised below).

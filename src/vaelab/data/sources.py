@@ -10,6 +10,7 @@ records. A new kind of data is one more reader returning a
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -67,7 +68,7 @@ class FileSource:
 
     def __init__(self, path: str, cfg: DataConfig):
         self.name = str(path)
-        self.path = Path(path).expanduser().resolve()
+        self.path = Path(os.path.abspath(Path(path).expanduser()))
         self.seed = cfg.eval_seed
         self.raw = read_data(self.path, cfg)
         self.kind = "images" if self.raw.values.ndim == 4 else "table"
@@ -151,6 +152,12 @@ def is_data_path(dataset: str) -> bool:
     """Whether ``dataset`` names a file or folder of the user's rather than a built-in set."""
     p = Path(dataset).expanduser()
     return p.suffix.lower() in (*ARRAY_SUFFIXES, *TABLE_SUFFIXES) or p.is_dir() or p.exists()
+
+
+def absolute_dataset(dataset: str) -> str:
+    """A user's file as an absolute path (a run must work from any folder); names as given."""
+    # absolute, not resolved: a symlink keeps the name the user gave
+    return os.path.abspath(Path(dataset).expanduser()) if is_data_path(dataset) else dataset
 
 
 def open_source(cfg: DataConfig, tensors=None) -> BuiltinSource | FileSource | TensorSource:

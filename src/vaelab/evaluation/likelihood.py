@@ -14,12 +14,14 @@ from vaelab.models.base import LatentVariableModel
 from vaelab.models.protocols import OwnImportanceWeights
 from vaelab.objectives.elbo import _posterior, log_weights
 
-# Default cap on the number of decoder outputs held at once per chunk (elements, not bytes):
-# 2**21 float32 logits are 8 MiB. On 2 cores, K=5000 for the 784-400-20 model ran at 23 ms
-# per image from 2**20 to 2**22 elements (2**18: 27 ms) with the allocator keeping freed
-# chunks (vaelab._malloc); a smaller chunk also keeps the temporaries under glibc's own
-# thresholds where that setting is not in force.
+# Default cap on the values a chunk holds per tensor (elements; 2**21 float32 are 8 MiB). On 2
+# cores, K=5000 for the 784-400-20 model ran at 23 ms per image from 2**20 to 2**22 elements
+# (2**18: 27 ms) with the allocator keeping freed chunks (vaelab._malloc); a smaller chunk
+# also keeps the temporaries under glibc's own thresholds where that setting is not in force.
 DEFAULT_MAX_ELEMENTS = 2**21
+# Latent-sized tensors a chunk of samples holds at once: z, the noise it came from, and the
+# terms of log q(z|x) and log p(z) before they are summed over the latent axis.
+LATENT_COPIES = 4
 
 
 @dataclass
@@ -31,11 +33,19 @@ class LogLikelihoodOutput:
     k: int
 
 
+def values_per_sample(model, x: torch.Tensor) -> int:
+    """Values one importance sample of the batch ``x`` creates: the decoder's outputs (the
+    likelihood's parameters, else one per data value) and the latent-sized terms, which
+    dominate when the latent space is wide."""
+    if isinstance(model, LatentVariableModel):
+        per_example = model.output_features + LATENT_COPIES * model.latent_dim
+    else:
+        per_example = x[0].numel()
+    return x.shape[0] * int(per_example)
+
+
 def _chunk_size(model, x: torch.Tensor, k: int, max_elements: int) -> int:
-    # decoder outputs per sample: the likelihood's parameters, else one per data value
-    outputs = model.output_features if isinstance(model, LatentVariableModel) else x[0].numel()
-    per_sample = x.shape[0] * int(outputs)
-    return max(1, min(k, max_elements // max(per_sample, 1)))
+    return max(1, min(k, max_elements // max(values_per_sample(model, x), 1)))
 
 
 @torch.no_grad()
@@ -51,8 +61,9 @@ def log_likelihood(
 
     A consistent estimator that never overestimates in expectation (it is the IWAE bound
     ``L_K``); with ``K=1`` it is the ELBO. The ``K`` samples are drawn in chunks so that at most
-    ``max_elements`` decoder outputs exist at once; the logsumexp of the weights and of their
-    squares is carried across chunks, so memory does not grow with ``K``.
+    ``max_elements`` decoder outputs and latent values exist at once (see
+    :func:`values_per_sample`); the logsumexp of the weights and of their squares is carried
+    across chunks, so memory grows neither with ``K`` nor with the latent size.
 
     The standard error is the delta-method one for the log of a sample mean,
     ``se = sd(w) / (sqrt(K) · mean(w))``, computed from those two running sums; it needs K ≥ 2

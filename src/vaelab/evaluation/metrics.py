@@ -26,6 +26,31 @@ from vaelab.rng import seeded
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015), section 5.2
 
 
+class _Moments:
+    """Running per-dimension sums over examples (float64): the mean and variance of a
+    latent-sized statistic without keeping an ``(N, L)`` tensor, which for a wide latent space
+    would outgrow everything else the evaluation holds."""
+
+    def __init__(self):
+        self.n, self.sum, self.sq = 0, None, None
+
+    def add(self, v: torch.Tensor) -> None:  # v: (B, L)
+        v = v.double()
+        s, q = v.sum(0), v.square().sum(0)
+        self.sum = s if self.sum is None else self.sum + s
+        self.sq = q if self.sq is None else self.sq + q
+        self.n += v.shape[0]
+
+    def mean(self) -> torch.Tensor:
+        return self.sum / self.n
+
+    def var(self) -> torch.Tensor:
+        """Unbiased; zeros for a single example."""
+        if self.n < 2:
+            return torch.zeros_like(self.sum)
+        return ((self.sq - self.sum.square() / self.n) / (self.n - 1)).clamp_min(0)
+
+
 def _mean_se(values: torch.Tensor) -> tuple[float, float]:
     v = values.double()
     n = v.numel()
@@ -66,8 +91,9 @@ def evaluate_model(
     model.eval()
     dims = math.prod(x_all.shape[1:])
     parts: dict[str, list[torch.Tensor]] = {
-        key: [] for key in ("log_px", "stderr", "elbo", "rec", "kl", "mean", "kl_dim")
+        key: [] for key in ("log_px", "stderr", "elbo", "rec", "kl")
     }
+    means, kl_dims = _Moments(), _Moments()  # of q's mean, and of the KL, per latent dimension
     # a posterior that is not one distribution (several stochastic layers) is sampled by the
     # model itself; active units are then those of its first layer, q(z1|x)
     hierarchical = isinstance(model, OwnImportanceWeights)
@@ -87,8 +113,8 @@ def evaluate_model(
             else:
                 out = elbo(model, x, q=q, n_samples=elbo_samples)
                 ll = log_likelihood(model, x, k, q=q, max_elements=max_elements)
-                parts["kl_dim"].append(kl_divergence(q.base_dist, model.prior.base_dist).float())
-            parts["mean"].append(q.mean.float())
+                kl_dims.add(kl_divergence(q.base_dist, model.prior.base_dist))
+            means.add(q.mean)
             parts["log_px"].append(ll.log_px.double())
             parts["stderr"].append(ll.stderr.double())
             parts["elbo"].append(out.elbo.double())
@@ -123,8 +149,8 @@ def evaluate_model(
     elbo_mean, elbo_se = _mean_se(cat["elbo"])
     rec, rec_se = _mean_se(cat["rec"])
     kl, kl_se = _mean_se(cat["kl"])
-    variances = cat["mean"].var(0) if n > 1 else torch.zeros(cat["mean"].shape[1])
-    kl_dim = cat.get("kl_dim")  # closed-form KL per dimension: one stochastic layer only
+    variances = means.var()
+    kl_dim = kl_dims if kl_dims.n else None  # closed-form KL per dimension: one layer only
     result.update(
         {
             "elbo": elbo_mean,
@@ -137,9 +163,9 @@ def evaluate_model(
             "gap": log_px - elbo_mean,  # log p(x) − ELBO: KL(q ‖ p(z|x)), estimated
             "active_units": int((variances > ACTIVE_UNIT_THRESHOLD).sum()),
             "active_unit_threshold": ACTIVE_UNIT_THRESHOLD,
-            "latent_dim": int(cat["mean"].shape[1]),
-            "kl_per_dim": kl_dim.double().mean(0).tolist() if kl_dim is not None else None,
-            "kl_per_dim_stderr": (kl_dim.double().std(0) / math.sqrt(n)).tolist()
+            "latent_dim": int(variances.shape[0]),
+            "kl_per_dim": kl_dim.mean().tolist() if kl_dim is not None else None,
+            "kl_per_dim_stderr": (kl_dim.var().sqrt() / math.sqrt(n)).tolist()
             if kl_dim is not None and n > 1
             else None,
         }

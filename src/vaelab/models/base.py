@@ -12,7 +12,7 @@ from torch import nn
 
 from vaelab._version import __version__
 from vaelab.config import from_dict, to_dict
-from vaelab.errors import CheckpointError, InvalidArgumentError, VaelabError
+from vaelab.errors import CheckpointError, InvalidArgumentError, VaelabError, excerpt
 from vaelab.io import atomic_write_json, load_tensors, read_json, save_tensors
 
 CONFIG_FILE = "config.json"
@@ -69,14 +69,14 @@ class SavableModel(nn.Module):
         model_cls = MODEL_REGISTRY.get(name) if isinstance(name, str) else None
         if model_cls is None:
             raise CheckpointError(
-                f"{directory / CONFIG_FILE}: unknown model class {name!r} "
+                f"{directory / CONFIG_FILE}: unknown model class {excerpt(name)} "
                 f"(known: {', '.join(sorted(MODEL_REGISTRY))})"
             )
         if not issubclass(model_cls, cls):
             raise CheckpointError(f"{directory}: holds a {name}, not a {cls.__name__}")
         if meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
-                f"{directory / CONFIG_FILE}: format_version {meta.get('format_version')!r} "
+                f"{directory / CONFIG_FILE}: format_version {excerpt(meta.get('format_version'))} "
                 f"is not supported (expected {FORMAT_VERSION})"
             )
         try:
@@ -108,14 +108,16 @@ class LatentVariableModel(SavableModel):
     """What every VAE-like model shares: a likelihood made from its config, a prior module, a
     decoder whose output feeds the likelihood, and the data shape it was built for.
 
-    Subclasses set ``self.likelihood``, ``self.decoder``, ``self.prior_module`` and
-    ``self.data_shape`` in their constructor (``build_likelihood`` makes the first).
+    Subclasses set ``self.likelihood``, ``self.decoder``, ``self.prior_module``,
+    ``self.data_shape`` and ``self.latent_dim`` (all stochastic layers together) in their
+    constructor (``build_likelihood`` makes the first).
     """
 
     likelihood: nn.Module
     decoder: nn.Module
     prior_module: nn.Module
     data_shape: tuple[int, ...]
+    latent_dim: int
 
     @staticmethod
     def build_likelihood(config) -> nn.Module:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent
 
 from vaelab.distributions import diagonal_normal, positive_scale
-from vaelab.errors import InvalidArgumentError
+from vaelab.errors import InvalidArgumentError, excerpt
 from vaelab.models.base import SavableModel
 
 
@@ -27,7 +27,7 @@ class DiscreteLatentConfig:
             raise InvalidArgumentError(f"data_dim must be >= 1, got {self.data_dim}")
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise InvalidArgumentError(
-                f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
+                f"likelihood must be 'bernoulli' or 'gaussian', got {excerpt(self.likelihood)}"
             )
 
 

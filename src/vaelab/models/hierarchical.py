@@ -18,7 +18,7 @@ from vaelab.distributions import (
     diagonal_normal,
     positive_scale,
 )
-from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.errors import InvalidArgumentError, excerpt, positive_int
 from vaelab.models.base import LatentVariableModel
 from vaelab.nn import ACTIVATIONS, MLP
 
@@ -50,11 +50,11 @@ class HierarchicalVAEConfig:
             raise InvalidArgumentError("hidden sizes must be >= 1")
         if self.activation not in ACTIVATIONS:
             raise InvalidArgumentError(
-                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {excerpt(self.activation)}"
             )
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise InvalidArgumentError(
-                f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
+                f"likelihood must be 'bernoulli' or 'gaussian', got {excerpt(self.likelihood)}"
             )
 
 

@@ -16,7 +16,7 @@ from vaelab.distributions import (
     diagonal_normal,
     positive_scale,
 )
-from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.errors import InvalidArgumentError, excerpt, positive_int
 from vaelab.models.base import LatentVariableModel
 from vaelab.nn import ACTIVATIONS, MLP, ConvDecoder, ConvEncoder
 
@@ -57,26 +57,27 @@ class VAEConfig:
             raise InvalidArgumentError(f"hidden sizes must be >= 1, got {list(self.hidden)}")
         if self.activation not in ACTIVATIONS:
             raise InvalidArgumentError(
-                f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}"
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {excerpt(self.activation)}"
             )
         if self.arch not in ("mlp", "conv"):
-            raise InvalidArgumentError(f"arch must be 'mlp' or 'conv', got {self.arch!r}")
+            raise InvalidArgumentError(f"arch must be 'mlp' or 'conv', got {excerpt(self.arch)}")
         if self.arch == "conv" and (not self.conv_channels or min(self.conv_channels) < 1):
             raise InvalidArgumentError(
                 f"conv_channels must be positive sizes, got {list(self.conv_channels)}"
             )
         if self.posterior_scale not in ("softplus", "logvar"):
             raise InvalidArgumentError(
-                f"posterior_scale must be 'softplus' or 'logvar', got {self.posterior_scale!r}"
+                "posterior_scale must be 'softplus' or 'logvar', "
+                f"got {excerpt(self.posterior_scale)}"
             )
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise InvalidArgumentError(
-                f"likelihood must be 'bernoulli' or 'gaussian', got {self.likelihood!r}"
+                f"likelihood must be 'bernoulli' or 'gaussian', got {excerpt(self.likelihood)}"
             )
         if self.gaussian_variance not in GAUSSIAN_VARIANCES:
             raise InvalidArgumentError(
                 f"gaussian_variance must be one of {GAUSSIAN_VARIANCES}, "
-                f"got {self.gaussian_variance!r}"
+                f"got {excerpt(self.gaussian_variance)}"
             )
         for name in ("gaussian_std", "prior_std", "min_posterior_std"):
             value = getattr(self, name)

@@ -15,7 +15,10 @@ from vaelab.errors import DataError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.io import atomic_write_json, read_json
 from vaelab.models.base import SavableModel
-from vaelab.runs.layout import EVAL_FILE
+from vaelab.runs.layout import EVAL_FILE, RUN_PICTURES
+from vaelab.runs.lock import run_lock
+from vaelab.runs.ownership import claim
+from vaelab.training.trainer import TrainingInterrupted
 from vaelab.viz.run_pictures import write_run_pictures
 
 
@@ -30,7 +33,11 @@ def finish_run(
 ) -> dict | None:
     """The test evaluation of ``run_dir``'s best model (``k`` samples, first ``n`` examples;
     ``n=0`` skips it), written to ``eval_test.json`` with the pictures; None without a test
-    split."""
+    split. It holds the run's writer lock, and claims its files before writing them.
+
+    Ctrl-C here loses no training: the run is complete but for this evaluation, and
+    ``vaelab train --resume`` does it (the error says so).
+    """
     run_dir = Path(run_dir)
     path = run_dir / EVAL_FILE
     if path.exists():
@@ -41,9 +48,17 @@ def finish_run(
         data.raw("test")
     except DataError:
         return None  # in-memory data without a test split
-    best = SavableModel.load(run_dir, map_location=data.device)
-    log("evaluating the best model on the test split")
-    report = evaluate_split(best, data, "test", k=k, n=n, progress=progress)
-    write_run_pictures(run_dir, best, data.eval_data("test"))
-    atomic_write_json(path, {"run": str(run_dir), **report})
+    with run_lock(run_dir):
+        claim(run_dir, [EVAL_FILE, *RUN_PICTURES])
+        try:
+            best = SavableModel.load(run_dir, map_location=data.device)
+            log("evaluating the best model on the test split")
+            report = evaluate_split(best, data, "test", k=k, n=n, progress=progress)
+            write_run_pictures(run_dir, best, data.eval_data("test"))
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                "interrupted during the test evaluation; training is complete and saved, "
+                f"finish the evaluation with: vaelab train --resume --out {run_dir}"
+            ) from None
+        atomic_write_json(path, {"run": str(run_dir), **report})
     return report

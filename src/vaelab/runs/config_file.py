@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vaelab.config import RunConfig, from_dict, to_dict
+from vaelab.config import RunConfig, from_dict, to_dict, validate
 from vaelab.data.preprocess import Preprocessing
-from vaelab.errors import CheckpointError, VaelabError
+from vaelab.errors import CheckpointError, VaelabError, excerpt
 from vaelab.io import atomic_write_json, read_json
 from vaelab.models.base import MODEL_REGISTRY
 from vaelab.runs.layout import CONFIG_FILE
@@ -35,12 +35,18 @@ def read_run_config(run_dir: str | os.PathLike) -> RunConfig:
     name = meta.get("class")
     if not isinstance(name, str) or name not in MODEL_REGISTRY:
         raise CheckpointError(
-            f"{path}: unknown model class {name!r} (known: {', '.join(sorted(MODEL_REGISTRY))})"
+            f"{path}: unknown model class {excerpt(name)} "
+            f"(known: {', '.join(sorted(MODEL_REGISTRY))})"
         )
     try:
-        return from_dict(RunConfig, meta["run"])
+        cfg = validate(from_dict(RunConfig, meta["run"]))  # ranges too, not only types
     except VaelabError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    if cfg.model_class != name:  # the model saved is not the one the run trains
+        raise CheckpointError(
+            f"{path}: holds a {name} but its run trains a {excerpt(cfg.model_class)}; tampered"
+        )
+    return cfg
 
 
 def read_data_record(run_dir: str | os.PathLike) -> dict:

@@ -11,7 +11,7 @@ import torch
 from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
 from vaelab.device import resolve_device
-from vaelab.models.base import SavableModel
+from vaelab.models.base import LatentVariableModel
 from vaelab.runs.config_file import read_run_config, saved_preprocessing
 
 
@@ -19,7 +19,7 @@ from vaelab.runs.config_file import read_run_config, saved_preprocessing
 class LoadedRun:
     run_dir: Path
     cfg: RunConfig
-    model: SavableModel
+    model: LatentVariableModel
     data: DataPipeline
     device: torch.device
 
@@ -40,7 +40,7 @@ def load_run(
     if data_dir is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
     dev = resolve_device(device)
-    model = SavableModel.load(run_dir, map_location=dev)
+    model = LatentVariableModel.load(run_dir, map_location=dev)  # a model vaelab trains
     model.eval()
     data = DataPipeline(
         cfg.data,

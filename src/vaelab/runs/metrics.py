@@ -4,14 +4,18 @@ the optional ``tensorboard`` package is installed, the same numbers as TensorBoa
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from vaelab.errors import CheckpointError
-from vaelab.io import atomic_write_bytes
+from vaelab.io import atomic_write_bytes, dumps_json, json_safe, read_regular
+from vaelab.runs import ownership
 from vaelab.runs.layout import METRICS_FILE, TENSORBOARD_DIR
+
+# A line per epoch is ~500 bytes: 2**28 is half a million epochs. A larger file (or a FIFO,
+# a device) in a run folder is not vaelab's metrics and is refused.
+MAX_METRICS_BYTES = 2**28
 
 
 class MetricsLog:
@@ -21,12 +25,23 @@ class MetricsLog:
         self.path = Path(run_dir) / METRICS_FILE
         self.tb = None
 
-    def open_tensorboard(self) -> None:
+    def open_tensorboard(self) -> str | None:
+        """Write the metrics as TensorBoard events too, where the package is installed.
+
+        Returns why they are not written when the reason is worth a line: a ``tensorboard/``
+        folder of the user's own is theirs, and the run goes on without events rather than
+        writing into it.
+        """
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
-            return
+            return None
+        try:
+            ownership.claim(self.path.parent, [f"{TENSORBOARD_DIR}/"])
+        except CheckpointError as e:
+            return f"no TensorBoard events for this run: {e}"
         self.tb = SummaryWriter(str(self.path.parent / TENSORBOARD_DIR))
+        return None
 
     def close(self) -> None:
         if self.tb is not None:
@@ -38,13 +53,12 @@ class MetricsLog:
         if not self.path.exists():
             return []
         out = []
-        text = self.path.read_text(encoding="utf-8", errors="replace")
-        for line in text.splitlines(keepends=True):
+        for line in self._text().splitlines(keepends=True):
             if not line.endswith("\n"):
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # torn or tampered: not an epoch
                 continue
             if isinstance(row, dict) and isinstance(row.get("epoch"), int):
                 out.append(row)
@@ -59,17 +73,19 @@ class MetricsLog:
             for row in self.rows()
             if row["epoch"] <= completed
         )
-        if kept != self.path.read_text(encoding="utf-8", errors="replace"):
+        if kept != self._text():
             atomic_write_bytes(self.path, kept.encode())
+
+    def _text(self) -> str:
+        raw = read_regular(self.path, "metrics file", max_bytes=MAX_METRICS_BYTES)
+        return raw.decode("utf-8", errors="replace")
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one line in one write, then fsync (an epoch's line is whole or absent).
 
         NaN and ±inf are not JSON: they are written as null."""
-        row = {
-            k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()
-        }
-        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        row = json_safe(row)
+        line = (dumps_json(row, sort_keys=True) + "\n").encode()
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
@@ -89,7 +105,3 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and key not in ("epoch", "step"):
                     self.tb.add_scalar(key, value, row["epoch"])
             self.tb.flush()
-
-
-def _json_number(v):
-    return None if isinstance(v, float) and not math.isfinite(v) else v

@@ -8,12 +8,13 @@ rename: a crash leaves the previous checkpoint or the new one, never a mix.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vaelab.errors import CheckpointError
+from vaelab.errors import CheckpointError, excerpt
 from vaelab.io import read_safetensors, save_tensors
 from vaelab.training.state import TrainState
 
@@ -65,12 +66,84 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     return meta, tensors
 
 
+# Optimizer settings a checkpoint may hold differently from the run's optimizer: the learning
+# rate is set by the schedule before every step, the rest say how the update runs, not what it
+# computes. Every other setting (betas, eps, weight decay, maximize, ...) must be the run's, and
+# once checked the run's own groups are loaded, so nothing of the file's reaches the update.
+_HOW_IT_RUNS = ("lr", "initial_lr", "fused", "foreach", "capturable", "differentiable")
+_SQUARES = ("exp_avg_sq", "max_exp_avg_sq")  # second moments: never negative
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def _check_param_groups(path: Path, saved, current: list[dict]) -> None:
+    if not isinstance(saved, list) or len(saved) != len(current):
+        raise CheckpointError(f"{path}: optimizer parameter groups do not fit the run; tampered")
+    for group, ours in zip(saved, current, strict=True):
+        if not isinstance(group, dict) or "params" not in group:
+            raise CheckpointError(f"{path}: optimizer parameter group is not valid; tampered")
+        for key, value in ours.items():
+            # a setting newer than the torch that wrote the file is simply absent from it
+            if key in _HOW_IT_RUNS or key not in group or _plain(group[key]) == _plain(value):
+                continue
+            raise CheckpointError(
+                f"{path}: optimizer setting {key}={excerpt(group[key])} is not the run's "
+                f"{excerpt(_plain(value))}; tampered"
+            )
+
+
+def _with_lr(meta: dict, current: list[dict]) -> list[dict]:
+    """The run's groups with the checkpoint's learning rate, as it was when saved (the
+    schedule sets it again before the next step; a rollback saves it right away)."""
+    groups = []
+    for saved, ours in zip(meta["param_groups"], current, strict=True):
+        lr = saved.get("lr")
+        ok = isinstance(lr, float) and math.isfinite(lr) and lr >= 0
+        groups.append({**ours, "lr": lr} if ok else ours)
+    return groups
+
+
+def _check_optimizer_state(path: Path, state: dict, params: list[torch.Tensor]) -> None:
+    for idx, entries in state.items():
+        if idx >= len(params):
+            raise CheckpointError(f"{path}: optimizer state for parameter {idx}, which the run's "
+                                  f"model (of {len(params)}) does not have; tampered")  # fmt: skip
+        for key, v in entries.items():
+            where = f"{path}: optimizer state {idx}/{key}"
+            if key == "step":
+                if v.numel() != 1 or not torch.isfinite(v).all() or v.item() < 0:
+                    raise CheckpointError(f"{where} is not a step count; tampered")
+                continue
+            if v.shape != params[idx].shape:
+                raise CheckpointError(
+                    f"{where} has shape {list(v.shape)}, its parameter {list(params[idx].shape)}; "
+                    "tampered"
+                )
+            if not torch.isfinite(v).all() or (key in _SQUARES and (v < 0).any()):
+                raise CheckpointError(f"{where} holds non-finite or negative values; tampered")
+
+
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    epochs: int,
 ) -> TrainState:
-    """Restore model and optimizer in place; return the checked training state with its RNG."""
+    """Restore model and optimizer in place; return the checked training state with its RNG.
+
+    Everything is checked before it is used: the weights fit the model and are finite (the
+    trainer never saves others), the optimizer's settings are the run's and its moments fit
+    their parameters, and the counters are in range for a run of ``epochs`` epochs of
+    ``steps_per_epoch`` steps.
+    """
     meta, tensors = read_checkpoint(path)
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    bad = [k for k, v in model_state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(f"{path}: weight {excerpt(bad[0])} is not finite; tampered")
     try:
         model.load_state_dict(model_state, strict=True)
     except RuntimeError as e:
@@ -83,13 +156,20 @@ def load_checkpoint(
             if len(parts) != 3 or not parts[1].isdigit():
                 raise CheckpointError(f"{path}: unexpected tensor {k!r}; tampered")
             opt_state.setdefault(int(parts[1]), {})[parts[2]] = v
+    current = optimizer.state_dict()["param_groups"]
+    _check_param_groups(path, meta.get("param_groups"), current)
+    _check_optimizer_state(
+        path, opt_state, [p for g in optimizer.param_groups for p in g["params"]]
+    )
     try:
-        optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        optimizer.load_state_dict({"state": opt_state, "param_groups": _with_lr(meta, current)})
     except (ValueError, KeyError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path}: optimizer state does not fit ({e})") from None
     if not isinstance(meta.get("state"), dict):
         raise CheckpointError(f"{path}: no training state in the checkpoint; tampered")
-    state = TrainState.from_json(meta["state"], steps_per_epoch=steps_per_epoch, where=str(path))
+    state = TrainState.from_json(
+        meta["state"], steps_per_epoch=steps_per_epoch, epochs=epochs, where=str(path)
+    )
     state.rng = {k[len("rng/") :]: v for k, v in tensors.items() if k.startswith("rng/")}
     if not {"torch", "data"} <= state.rng.keys():
         raise CheckpointError(f"{path}: RNG state missing; tampered")

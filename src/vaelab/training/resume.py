@@ -1,11 +1,15 @@
-"""What a resumed run may change: settings that do not alter the parameters' trajectory."""
+"""Whether a run may start or resume in a folder, and what a resumed run may change: settings
+that do not alter the parameters' trajectory."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from vaelab.config import RunConfig, to_dict
 from vaelab.errors import ConfigError
+from vaelab.runs.config_file import read_run_config
+from vaelab.runs.layout import CHECKPOINT_FILE, check_new_run_dir, check_resumed_run_dir
 
 # More or fewer epochs only extends or ends a run (refused for schedules laid out over the
 # run's length); the rest changes where or how fast it runs, or what is done after it.
@@ -40,9 +44,18 @@ def _lookup(d: dict, key: str):
     return d
 
 
+def with_saved_choices(saved: RunConfig, given: RunConfig) -> RunConfig:
+    """``given`` with what the run decided from its data when it started (the likelihood)."""
+    if "likelihood" in given.model or "likelihood" not in saved.model:
+        return given
+    return dataclasses.replace(
+        given, model={**given.model, "likelihood": saved.model["likelihood"]}
+    )
+
+
 def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
     """Refuse ``given`` if it differs from the saved run in anything but ``RESUMABLE_CHANGES``."""
-    old, new = to_dict(saved), to_dict(given)
+    old, new = to_dict(saved), to_dict(with_saved_choices(saved, given))
     schedule = new["train"]["schedule"]
     if old["train"]["epochs"] != new["train"]["epochs"] and schedule in _SCHEDULES_OVER_THE_RUN:
         raise ConfigError(
@@ -60,4 +73,31 @@ def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
             f"--resume continues {run_dir} as it was configured; these settings differ "
             f"from the saved run: {', '.join(sorted(changed))} (only "
             f"{', '.join(RESUMABLE_CHANGES)} may change)"
+        )
+
+
+def check_start(
+    run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: bool
+) -> RunConfig | None:
+    """Check, writing nothing, that a run of ``cfg`` may start or resume in ``run_dir``.
+
+    Returns the saved run's config when ``resume`` continues it from its checkpoint; None when
+    the run starts (anew, over what ``overwrite`` replaces, or again after a kill before the
+    first checkpoint). A folder another process is writing is refused either way.
+    """
+    if resume and (run_dir / CHECKPOINT_FILE).exists():
+        check_resumed_run_dir(run_dir)
+        saved = read_run_config(run_dir)
+        check_resumable(saved, cfg, run_dir)
+        return saved
+    check_new_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    return None
+
+
+def check_epochs_left(finished: int, cfg: RunConfig) -> None:
+    """A resumed run cannot be given fewer epochs than it has ``finished``."""
+    if finished > cfg.train.epochs:
+        raise ConfigError(
+            f"train.epochs: this run has finished {finished} epochs; {cfg.train.epochs} cannot "
+            "end it before them"
         )

@@ -27,7 +27,7 @@ import torch
 from vaelab._malloc import keep_freed_memory
 from vaelab.config import RunConfig, validate
 from vaelab.data.pipeline import DataPipeline
-from vaelab.data.sources import IN_MEMORY, is_data_path
+from vaelab.data.sources import IN_MEMORY, absolute_dataset
 from vaelab.device import autocast, resolve_device
 from vaelab.errors import VaelabError
 from vaelab.io import load_tensors, save_tensors
@@ -36,11 +36,13 @@ from vaelab.models.build import build_model, model_likelihood
 from vaelab.objectives import elbo
 from vaelab.rng import seeded
 from vaelab.runs import layout
-from vaelab.runs.config_file import read_run_config, write_run_config
+from vaelab.runs.config_file import write_run_config
+from vaelab.runs.lock import run_lock
 from vaelab.runs.metrics import MetricsLog
 from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
+from vaelab.training.diagnosis import divergence_cause
 from vaelab.training.progress import EpochBar
-from vaelab.training.resume import check_resumable
+from vaelab.training.resume import check_epochs_left, check_start, with_saved_choices
 from vaelab.training.schedules import kl_weight, learning_rate
 from vaelab.training.signals import StopFlag
 from vaelab.training.state import STAT_NAMES, TrainState
@@ -48,11 +50,8 @@ from vaelab.training.stats import DeviceStats
 from vaelab.training.steps import OptimizerUpdate, StepOutput, make_optimizer, make_step
 
 SYNC_EVERY = 25  # steps between reads of device-side statistics (progress bar, NaN checks)
-
-
-def _absolute(dataset: str) -> str:
-    """A user's file as an absolute path (the run must work from any folder); names as given."""
-    return str(Path(dataset).expanduser().resolve()) if is_data_path(dataset) else dataset
+# The weights, their gradients, Adam's two moments, and a checkpoint's bytes of all three.
+TRAINING_COPIES = 7
 
 
 class TrainingDiverged(VaelabError):
@@ -84,8 +83,9 @@ class Trainer:
     """Trains the model of a :class:`RunConfig` into a run directory.
 
     ``resume=True`` continues from ``checkpoint.safetensors``; ``overwrite=True`` replaces an
-    existing run. Without either, an existing run directory is an error and nothing in it is
-    touched. ``tensors``: train/valid(/test) data in memory instead of ``cfg.data.dataset``.
+    existing run's files (:mod:`vaelab.runs.ownership`). Without either, an existing run is an
+    error and nothing in it is touched. :meth:`run` holds the run's writer lock.
+    ``tensors``: train/valid(/test) data in memory instead of ``cfg.data.dataset``.
     """
 
     def __init__(
@@ -104,20 +104,16 @@ class Trainer:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         if resume and overwrite:
             raise VaelabError("--resume and --overwrite exclude each other")
-        dataset = IN_MEMORY if tensors is not None else _absolute(cfg.data.dataset)
+        dataset = IN_MEMORY if tensors is not None else absolute_dataset(cfg.data.dataset)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
         # Everything that can fail on bad input (config, data, model) happens before the run
         # directory is touched, so a mistake never costs an earlier run its files.
-        self.resuming = resume and (self.run_dir / layout.CHECKPOINT_FILE).exists()
-        if self.resuming:
-            saved = read_run_config(self.run_dir)
-            if "likelihood" not in cfg.model and "likelihood" in saved.model:
-                cfg = dataclasses.replace(cfg, model={**cfg.model, **saved.model})
-            check_resumable(saved, cfg, self.run_dir)
-        else:
-            if resume:
-                self.log(f"{self.run_dir}: no checkpoint yet, starting the run from the beginning")
-            layout.check_new_run_dir(self.run_dir, overwrite or resume)
+        saved = check_start(self.run_dir, cfg, resume=resume, overwrite=overwrite)
+        self.resuming, self.overwrite, self.resume = saved is not None, overwrite, resume
+        if resume and saved is None:
+            self.log(f"{self.run_dir}: no checkpoint yet, starting the run from the beginning")
+        self.saved_epochs = saved.train.epochs if saved else None  # bounds the checkpoint's epoch
+        cfg = with_saved_choices(saved, cfg) if saved is not None else cfg
         self.cfg = validate(cfg)
         t = self.cfg.train
         if t.threads:
@@ -133,7 +129,9 @@ class Trainer:
         # the likelihood the data called for is part of the run's model from here on
         self.cfg.model = {**self.cfg.model, "likelihood": self.data.likelihood}
         torch.manual_seed(t.seed)
-        self.model = build_model(self.cfg, self.data.data_shape).to(self.device)
+        self.model = build_model(self.cfg, self.data.data_shape, copies=TRAINING_COPIES).to(
+            self.device
+        )
         self.optimizer = make_optimizer(self.model, t)
         self.autocast = autocast(self.device, t.precision)
         scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
@@ -151,21 +149,23 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        if self.resuming:
-            self._start_resumed()
-        else:
-            layout.prepare_new_run_dir(self.run_dir)
-            self._init_output_bias()
-            self._write_config()
-            self._save_best()  # a usable model exists from the start
-            self.save_checkpoint()
-        if not self.state.done:
-            self.metrics.open_tensorboard()
-            try:
-                with StopFlag() as stop:
-                    self._loop(stop)
-            finally:
-                self.metrics.close()
+        with run_lock(self.run_dir):  # one writer: a second one is refused, naming this process
+            if self.resuming:
+                self._start_resumed()
+            else:
+                layout.start_new_run(self.run_dir, overwrite=self.overwrite, resume=self.resume)
+                self._init_output_bias()
+                self._write_config()
+                self._save_best()  # a usable model exists from the start
+                self.save_checkpoint()
+            if not self.state.done:
+                if why := self.metrics.open_tensorboard():
+                    self.log(why)
+                try:
+                    with StopFlag() as stop:
+                        self._loop(stop)
+                finally:
+                    self.metrics.close()
         s = self.state
         return TrainResult(
             self.run_dir, s.epoch, s.best_epoch, s.best_val_elbo, s.stopped_early,
@@ -173,11 +173,11 @@ class Trainer:
         )  # fmt: skip
 
     def _start_resumed(self) -> None:
-        self._restore()
+        self._restore(self.saved_epochs)
+        check_epochs_left(self.state.epoch, self.cfg)
         if (self.run_dir / layout.WEIGHTS_FILE).exists():
             load_tensors(self.run_dir / layout.WEIGHTS_FILE)  # a pickle or tampered file is refused
-        for stale in layout.stale_temp_files(self.run_dir):
-            stale.unlink()
+        layout.continue_run(self.run_dir)  # checked first: no write if the run cannot go on
         self.metrics.keep_epochs(self.state.epoch)
         s = self.state
         if s.done and not s.stopped_early and s.epoch < self.cfg.train.epochs:
@@ -331,10 +331,13 @@ class Trainer:
         why = why or f"{bad} non-finite steps in a row"
         s = self.state
         if s.rollbacks >= self.cfg.train.max_rollbacks:
+            self._restore()  # judged at the last good weights, not at the ones that blew up
+            x = self.data.eval_data("valid")[:100]
+            cause = divergence_cause(self.model, x, self.autocast, self.cfg.data.eval_seed)
             raise TrainingDiverged(
                 f"training diverged: {why} after {s.rollbacks} rollbacks (lr scale "
-                f"{s.lr_scale:g}); the best model so far (epoch {s.best_epoch or 0}) is in "
-                f"{self.run_dir / layout.WEIGHTS_FILE}"
+                f"{s.lr_scale:g}){cause}; the best model so far (epoch {s.best_epoch or 0}) is "
+                f"in {self.run_dir / layout.WEIGHTS_FILE}"
             )
         rollbacks, skipped = s.rollbacks + 1, s.skipped_steps
         self._restore()
@@ -358,9 +361,16 @@ class Trainer:
             self.run_dir / layout.CHECKPOINT_FILE, self.model, self.optimizer, self.state
         )
 
-    def _restore(self) -> None:
+    def _restore(self, epochs: int | None = None) -> None:
+        """Load the checkpoint, its epoch counter bounded by ``epochs`` (default: the run's)."""
         path = self.run_dir / layout.CHECKPOINT_FILE
-        state = load_checkpoint(path, self.model, self.optimizer, self.steps_per_epoch)
+        state = load_checkpoint(
+            path,
+            self.model,
+            self.optimizer,
+            self.steps_per_epoch,
+            epochs if epochs is not None else self.cfg.train.epochs,
+        )
         try:
             torch.set_rng_state(state.rng["torch"])
             self.data_gen.set_state(state.rng["data"])

@@ -17,6 +17,7 @@ from vaelab.io import atomic_write_bytes
 __all__ = ["make_grid", "save_images"]
 
 _CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+_CONVERT_CHUNK = 1024  # images turned into uint8 at once
 
 
 def _as_nchw(images) -> torch.Tensor:
@@ -67,7 +68,7 @@ def make_grid(
     partial; ``padding`` pixels of ``pad_value`` (in [0, 1]) separate and surround them.
     Returns ``(height, width)`` for one channel, ``(height, width, C)`` otherwise.
     """
-    x = _to_uint8(_as_nchw(images))
+    x = _as_nchw(images)
     n, c, h, w = x.shape
     if nrow is None:
         nrow = math.ceil(math.sqrt(n))
@@ -83,11 +84,14 @@ def make_grid(
     grid = np.full(
         (rows * (h + padding) + padding, cols * (w + padding) + padding, c), fill, dtype=np.uint8
     )
-    tiles = x.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-    for i in range(n):
-        r, col = divmod(i, cols)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[top : top + h, left : left + w] = tiles[i]
+    # converted a chunk at a time: the float temporaries of a whole batch would be larger
+    # than the grid itself
+    for start in range(0, n, _CONVERT_CHUNK):
+        tiles = _to_uint8(x[start : start + _CONVERT_CHUNK]).permute(0, 2, 3, 1).numpy()
+        for i, tile in enumerate(tiles, start):  # tile: (H, W, C)
+            r, col = divmod(i, cols)
+            top, left = padding + r * (h + padding), padding + col * (w + padding)
+            grid[top : top + h, left : left + w] = tile
     return grid[:, :, 0] if c == 1 else grid
 
 
@@ -116,4 +120,4 @@ def save_images(images: torch.Tensor, path: str | os.PathLike, nrow: int | None 
                 raise InvalidArgumentError(f"images must be uint8 or floating point, got {x.dtype}")
             x = x.to(torch.float32)
         np.save(buf, x.numpy(), allow_pickle=False)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getbuffer())  # the buffer itself, not a copy of it

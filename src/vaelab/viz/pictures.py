@@ -1,20 +1,60 @@
-"""What a model learned, as images: samples, reconstructions, interpolations."""
+"""What a model learned, as images: samples, reconstructions, interpolations.
+
+Samples and interpolations are decoded in chunks of at most :data:`CHUNK_VALUES` values, so
+their memory is the output's own and does not otherwise grow with ``n`` or ``steps``; an
+output that would not fit in memory is refused before anything is decoded.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.evaluation.likelihood import LATENT_COPIES
+from vaelab.memory import require_memory
 from vaelab.rng import seeded
+
+# Values a chunk holds per tensor (2**23 float32 are 32 MiB): a grid of a few hundred images
+# is one chunk, and no -n or --steps makes a chunk larger.
+CHUNK_VALUES = 2**23
+
+
+def _chunk(model) -> int:
+    """Images decoded at once: the latent draw, the decoder's outputs and the image, each."""
+    per_image = (
+        LATENT_COPIES * model.latent_dim + model.output_features + math.prod(model.data_shape)
+    )
+    return max(1, CHUNK_VALUES // per_image)
+
+
+def _output(model, n: int, what: str) -> None:
+    """Refuse ``n`` decoded images that would not fit in memory as float32."""
+    shape = "×".join(map(str, model.data_shape))
+    require_memory(4 * n * math.prod(model.data_shape), f"{what}: {n:,} images of {shape}")
+
+
+def _decode_in_chunks(model, n: int, decode_rows) -> torch.Tensor:
+    """``decode_rows(start, stop)`` for consecutive ranges of ``n`` rows, into one tensor."""
+    step = _chunk(model)
+    out = None
+    for start in range(0, n, step):
+        part = decode_rows(start, min(start + step, n))
+        if out is None:
+            out = part.new_empty((n, *part.shape[1:]))
+        out[start : start + part.shape[0]] = part
+    return out
 
 
 @torch.no_grad()
 def samples(model, n: int, seed: int = 0, mean: bool = True) -> torch.Tensor:
     """``n`` decoded prior samples ``(n, *data_shape)``: likelihood means, or draws."""
     positive_int("n", n)
+    _output(model, n, "sampling")
     g = torch.Generator().manual_seed(seed)
     with seeded("cpu", seed):
-        return model.sample(n, mean=mean, generator=g)
+        return _decode_in_chunks(model, n, lambda i, j: model.sample(j - i, mean=mean, generator=g))
 
 
 @torch.no_grad()
@@ -41,8 +81,13 @@ def interpolations(model, a: torch.Tensor, b: torch.Tensor, steps: int = 10) -> 
     positive_int("steps", steps)
     if steps < 2:
         raise InvalidArgumentError(f"steps must be >= 2, got {steps}")
+    _output(model, a.shape[0] * steps, "interpolating")
     za, zb = model.encode(a).mean, model.encode(b).mean  # (N, L)
-    t = torch.linspace(0, 1, steps, dtype=za.dtype, device=za.device).view(1, steps, 1)
-    z = za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t  # (N, steps, L)
-    out = model.decode(z).mean  # (N, steps, *data_shape)
-    return out.reshape(-1, *out.shape[2:])
+
+    def rows(i: int, j: int) -> torch.Tensor:  # rows i..j of the (N · steps) outputs
+        idx = torch.arange(i, j, device=za.device)
+        t = (idx % steps).to(za.dtype).div_(steps - 1).unsqueeze(1)  # (j - i, 1)
+        pair = idx // steps
+        return model.decode(za[pair] * (1 - t) + zb[pair] * t).mean  # (j - i, *data_shape)
+
+    return _decode_in_chunks(model, a.shape[0] * steps, rows)

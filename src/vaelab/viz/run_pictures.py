@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from vaelab.runs.layout import RUN_PICTURES
 from vaelab.viz.grid import save_images
 from vaelab.viz.pictures import reconstructions, samples
 
@@ -20,7 +21,8 @@ def write_run_pictures(run_dir: str | Path, model, x: torch.Tensor, seed: int = 
         return []
     run_dir = Path(run_dir)
     model = model.to("cpu")
-    written = [save_images(samples(model, 64, seed=seed), run_dir / "samples.png", nrow=8)]
+    samples_png, reconstructions_png = RUN_PICTURES
+    written = [save_images(samples(model, 64, seed=seed), run_dir / samples_png, nrow=8)]
     recon = reconstructions(model, x[:32].cpu(), per_row=8)
-    written.append(save_images(recon, run_dir / "reconstructions.png", nrow=8))
+    written.append(save_images(recon, run_dir / reconstructions_png, nrow=8))
     return written
