@@ -91,6 +91,16 @@ class DataPipeline:
             return dequantize(x, generator)
         return self._scale(x)
 
+    def train_mean(self) -> torch.Tensor:
+        """``E[x]`` per value of the training data as the model sees it (one example's shape)."""
+        x = self.raw("train")
+        mean = x.float().mean(0)
+        if x.dtype == torch.uint8:
+            # grey/255 is the probability of a 1 under binarization, and the mean of
+            # (x + u)/256 is (x + 1/2)/256 under dequantization
+            mean = (mean + 0.5) / 256 if self.dequantized else mean / 255
+        return mean
+
     def train_source(self) -> torch.Tensor:
         """The tensor training batches are indexed from (pre-binarized for ``fixed``)."""
         if self.likelihood == "bernoulli" and self.cfg.binarize == "fixed":
