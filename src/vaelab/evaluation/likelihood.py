@@ -31,7 +31,9 @@ class LogLikelihoodOutput:
     k: int
 
 
-def _chunk_size(model, x: torch.Tensor, k: int, max_elements: int) -> int:
+def samples_per_chunk(model, x: torch.Tensor, k: int, max_elements: int) -> int:
+    """How many of the ``k`` samples for the batch ``x`` keep a chunk's decoder outputs
+    within ``max_elements``."""
     # decoder outputs per sample: the likelihood's parameters, else one per data value
     outputs = model.output_features if isinstance(model, LatentVariableModel) else x[0].numel()
     per_sample = x.shape[0] * int(outputs)
@@ -62,7 +64,7 @@ def log_likelihood(
     if x.device.type == "cpu":
         keep_freed_memory()  # chunks reuse their memory instead of faulting it in (_malloc)
     if chunk_size is None:
-        chunk_size = _chunk_size(model, x, k, max_elements)
+        chunk_size = samples_per_chunk(model, x, k, max_elements)
     positive_int("chunk_size", chunk_size)
     if q is None and not isinstance(model, OwnImportanceWeights):
         q = _posterior(model, x, q)  # encode once; each chunk only samples and decodes
