@@ -149,6 +149,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from vaelab import distributed
     from vaelab.config import resolve, to_dict
     from vaelab.report import finish_run
     from vaelab.runs import CONFIG_FILE, read_run_config
@@ -167,21 +168,23 @@ def run(args) -> int:
             # the run's own settings; flags given now are checked against them
             base = to_dict(read_run_config(args.out))
     cfg = resolve(args.config, args.overrides, flags, base=base)
-    out = args.out or os.path.join(
-        "runs", f"{Path(cfg.data.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    trainer = Trainer(
-        cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
-    )
-    result = trainer.run()
-    test = finish_run(
-        result.run_dir,
-        trainer.data,
-        k=cfg.train.final_eval_k,
-        n=cfg.train.final_eval_n,
-        progress=not args.quiet,
-        log=trainer.log,
-    )
+    t = cfg.train
+    with distributed.session(t.device, t.threads, "train.device") as world:
+        out = args.out or os.path.join(
+            "runs", f"{Path(cfg.data.dataset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        out = world.broadcast_text(out)  # the ranks' clocks may straddle a second
+        trainer = Trainer(
+            cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+            world=world,
+        )  # fmt: skip
+        result = trainer.run()
+        test = finish_run(
+            result.run_dir, trainer.data, k=t.final_eval_k, n=t.final_eval_n,
+            progress=not args.quiet, log=trainer.log, world=world,
+        )  # fmt: skip
+    if not world.writer:
+        return 0  # rank 0 reports for the job
     print(f"run: {result.run_dir}")
     if result.best_epoch is not None:
         print(f"best validation ELBO {result.best_val_elbo:.3f} at epoch {result.best_epoch}")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vaelab.data.pipeline import DataPipeline
+from vaelab.distributed import SINGLE, World
 from vaelab.errors import DataError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.io import atomic_write_json, read_json
@@ -27,10 +28,11 @@ def finish_run(
     n: int | None,
     progress: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    world: World = SINGLE,
 ) -> dict | None:
     """The test evaluation of ``run_dir``'s best model (``k`` samples, first ``n`` examples;
     ``n=0`` skips it), written to ``eval_test.json`` with the pictures; None without a test
-    split."""
+    split. Under torchrun (``world``) every rank evaluates its share and rank 0 writes."""
     run_dir = Path(run_dir)
     path = run_dir / EVAL_FILE
     if path.exists():
@@ -43,7 +45,8 @@ def finish_run(
         return None  # in-memory data without a test split
     best = SavableModel.load(run_dir, map_location=data.device)
     log("evaluating the best model on the test split")
-    report = evaluate_split(best, data, "test", k=k, n=n, progress=progress)
-    write_run_pictures(run_dir, best, data.eval_data("test"))
-    atomic_write_json(path, {"run": str(run_dir), **report})
+    report = evaluate_split(best, data, "test", k=k, n=n, progress=progress, world=world)
+    if world.writer:
+        write_run_pictures(run_dir, best, data.eval_data("test"))
+        atomic_write_json(path, {"run": str(run_dir), **report})
     return report
