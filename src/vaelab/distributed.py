@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -135,10 +136,9 @@ class World:
         try:
             return fn(*args, **kwargs)
         except RuntimeError as e:  # gloo/NCCL errors, timeouts included, are RuntimeErrors
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             raise DistributedError(
-                f"rank {self.rank} of {self.size}: {what} failed, another rank has stopped or "
-                f"cannot be reached ({first})"
+                f"lost contact with another rank during {what} ({_reason(e)}): it has stopped "
+                "or cannot be reached"
             ) from None
 
     def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -208,6 +208,13 @@ class World:
 
 
 SINGLE = World()
+
+
+def _reason(e: BaseException) -> str:
+    """The gist of a gloo/NCCL error: its first sentence, without the source location."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    text = re.sub(r"^\[[^\]]*:\d+\]\s*", "", text)  # "[.../pair.cc:537] Read error ..."
+    return text.split(". ")[0][:200]
 
 
 def launched_rank() -> tuple[int, int] | None:
@@ -298,9 +305,8 @@ def start(device: str = "auto", threads: int | None = None, key: str = "device")
             device_id=dev if dev.type == "cuda" else None,
         )
     except (RuntimeError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise DistributedError(
-            f"rank {rank} of {size}: could not join the other ranks ({backend}: {first})"
+            f"could not join the other ranks ({backend}: {_reason(e)})"
         ) from None
     return World(rank, size, local_rank, local_size, dev)
 

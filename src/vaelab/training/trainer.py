@@ -23,7 +23,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from vaelab.config import RunConfig, validate
 from vaelab.data.pipeline import DataPipeline
 from vaelab.data.sources import IN_MEMORY
 from vaelab.device import autocast, resolve_device
-from vaelab.distributed import SINGLE, World
+from vaelab.distributed import SINGLE, DistributedError, World
 from vaelab.errors import ConfigError, VaelabError
 from vaelab.io import load_tensors, save_tensors
 from vaelab.models.base import LatentVariableModel
@@ -47,7 +46,7 @@ from vaelab.training.progress import EpochBar
 from vaelab.training.resume import check_resumable
 from vaelab.training.schedules import kl_weight, learning_rate
 from vaelab.training.signals import StopFlag
-from vaelab.training.state import STAT_NAMES, TrainState
+from vaelab.training.state import STAT_NAMES, TrainResult, TrainState
 from vaelab.training.stats import DeviceStats
 from vaelab.training.steps import OptimizerUpdate, StepOutput, make_optimizer, make_step
 from vaelab.training.steps.update import weights_finite
@@ -62,17 +61,6 @@ class TrainingDiverged(VaelabError):
 
 class TrainingInterrupted(VaelabError):
     """SIGINT/SIGTERM arrived; a resumable checkpoint was written first."""
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    epochs_done: int
-    best_epoch: int | None
-    best_val_elbo: float | None
-    stopped_early: bool
-    skipped_steps: int
-    rollbacks: int
 
 
 def epoch_permutation(seed: int, epoch: int, n: int, device) -> torch.Tensor:
@@ -174,6 +162,8 @@ class Trainer:
             try:
                 with StopFlag() as stop:
                     self._loop(stop)
+            except DistributedError as e:
+                raise DistributedError(f"{e}; continue with: {self._resume_command()}") from None
             finally:
                 self.metrics.close()
         self.world.barrier()  # rank 0's last writes are done before any rank reads the run
@@ -276,13 +266,16 @@ class Trainer:
         if last_step_of_epoch:
             self.save_checkpoint()
         s = self.state
-        again = f"vaelab train --resume --out {self.run_dir}"
-        if self.world.active:
-            again = f"torchrun --nproc-per-node N -m {again} (any N; or {again} alone)"
         raise TrainingInterrupted(
             f"interrupted at epoch {s.epoch + 1}, step {s.step_in_epoch}; checkpoint saved, "
-            f"continue with: {again}"
+            f"continue with: {self._resume_command()}"
         )
+
+    def _resume_command(self) -> str:
+        again = f"vaelab train --resume --out {self.run_dir}"
+        if self.world.active:  # a checkpoint continues on any number of ranks
+            again = f"torchrun --nproc-per-node N -m {again} (any N; or {again} alone)"
+        return again
 
     def validate(self) -> dict[str, float]:
         """The validation ELBO (and its terms), per example, with a fixed noise seed."""
