@@ -5,8 +5,8 @@ noise (each rank draws the whole batch's noise and keeps its rows), so after a r
 bit-identical generator states, and their weights differ only by the order in which float32
 sums are reduced: the halves of the batch summed apart, then added. That is one rounding
 (~6e-8 relative) per gradient per step, which the training dynamics carry along: after the
-328 steps here the weights differed by 4e-8 (fused MLP step) and 7e-7 (two stochastic layers,
-IWAE k=5, autograd) relative L2. ``WEIGHTS_TOL`` = 1e-5 sits above both; a real mistake is
+328 steps here the weights differed by 4e-8 (hand-written MLP step), 4e-7 (hand-written
+two-layer step, IWAE k=5) and 7e-7 (the same through autograd), relative L2. ``WEIGHTS_TOL`` = 1e-5 sits above both; a real mistake is
 far outside it (weighting the ranks 1/2 each, as a plain mean over ranks would, instead of by
 their share of the last batch of one example: 1.1e-2).
 """
@@ -40,16 +40,18 @@ COMMON = [
     "--set", "train.final_eval_k=20", "--set", "train.checkpoint_every_steps=5",
     "--set", "train.threads=1",
 ]  # fmt: skip
+TWO_LAYERS_IWAE5 = [
+    "--set", "model_class=HierarchicalVAE", "--set", "model.latent_dims=[8,4]",
+    "--set", "model.hidden=[64]", "--set", "model.hidden2=[32]",
+    "--objective", "iwae", "--k", "5", "--seed", "6",
+]  # fmt: skip
 RECIPES = {
-    # the hand-written MLP step (no autograd, so no DDP hook could see its gradients)
-    "fused": ["--hidden", "64", "--latent-dim", "8", "--seed", "5"],
+    # the hand-written steps: no autograd, so no DDP hook could see their gradients
+    "fused-mlp": ["--hidden", "64", "--latent-dim", "8", "--seed", "5"],
+    "fused-two-layers-iwae5": TWO_LAYERS_IWAE5,
     # autograd: two stochastic layers, the IWAE bound with k=5
-    "hierarchical-iwae5": [
-        "--set", "model_class=HierarchicalVAE", "--set", "model.latent_dims=[8,4]",
-        "--set", "model.hidden=[64]", "--set", "model.hidden2=[32]",
-        "--objective", "iwae", "--k", "5", "--seed", "6",
-    ],
-}  # fmt: skip
+    "autograd-two-layers-iwae5": [*TWO_LAYERS_IWAE5, "--set", "train.fused=false"],
+}
 
 
 class Runs:
@@ -145,7 +147,7 @@ def _signal_mid_epoch(
     """Start the two-rank run; once a mid-epoch checkpoint of the second epoch is on disk,
     send ``sig`` to ``rank`` (None: to torchrun, as Ctrl-C in a terminal does). Returns
     (seconds from the signal to the job's end, the job's output)."""
-    args = runs.args("hierarchical-iwae5")
+    args = runs.args("autograd-two-layers-iwae5")
     proc = subprocess.Popen(
         launch.torchrun_cmd("train", "--out", str(run_dir), *args),
         env=runs.env(**env),
@@ -184,7 +186,7 @@ def _signal_mid_epoch(
     "rank", [1, pytest.param(0, marks=pytest.mark.slow)], ids=["rank1", "rank0-the-writer"]
 )
 def test_sigkill_of_a_rank_ends_the_job_then_resume_on_two_ranks_and_on_one(runs, tmp_path, rank):
-    _, reference = runs.pair("hierarchical-iwae5")  # the uninterrupted two-rank run
+    _, reference = runs.pair("autograd-two-layers-iwae5")  # the uninterrupted two-rank run
     run_dir = tmp_path / "killed"
     seconds, out = _signal_mid_epoch(runs, run_dir, signal.SIGKILL, rank)
     assert seconds < KILL_DEADLINE_S, out[-3000:]
@@ -199,7 +201,7 @@ def test_sigkill_of_a_rank_ends_the_job_then_resume_on_two_ranks_and_on_one(runs
     meta, _ = read_checkpoint(run_dir / "checkpoint.safetensors")
     assert meta["state"]["epoch"] >= 1 and 0 < meta["state"]["step_in_epoch"]  # mid-epoch
 
-    args = runs.args("hierarchical-iwae5")
+    args = runs.args("autograd-two-layers-iwae5")
     on_two, alone = tmp_path / "on-two", tmp_path / "alone"
     shutil.copytree(run_dir, on_two)
     shutil.copytree(run_dir, alone)
@@ -224,8 +226,8 @@ def test_sigkill_of_a_rank_ends_the_job_then_resume_on_two_ranks_and_on_one(runs
 
 
 def _assert_resumes_on_two_ranks_to_the_reference(runs: Runs, run_dir: Path) -> None:
-    _, reference = runs.pair("hierarchical-iwae5")
-    args = runs.args("hierarchical-iwae5")
+    _, reference = runs.pair("autograd-two-layers-iwae5")
+    args = runs.args("autograd-two-layers-iwae5")
     done = launch.run(
         launch.torchrun_cmd("train", "--resume", "--out", str(run_dir), *args), runs.env()
     )
@@ -278,9 +280,9 @@ def test_a_hung_rank_ends_the_job_after_the_collective_timeout(runs, tmp_path):
 @pytest.mark.slow
 def test_one_rank_under_torchrun_is_a_plain_run_bit_for_bit(runs, tmp_path):
     """The data-parallel code path with a world of one: every shard is the whole batch."""
-    single, _ = runs.pair("fused")
+    single, _ = runs.pair("fused-mlp")
     run_dir = tmp_path / "one-rank"
-    cmd = launch.torchrun_cmd("train", "--out", str(run_dir), *runs.args("fused"), nproc=1)
+    cmd = launch.torchrun_cmd("train", "--out", str(run_dir), *runs.args("fused-mlp"), nproc=1)
     done = launch.run(cmd, runs.env())
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = launch.weights(single), launch.weights(run_dir)
@@ -316,7 +318,7 @@ def test_distributed_evaluation_equals_one_process_per_example(tmp_path):
 
 
 def test_evaluate_command_under_torchrun_prints_the_one_process_report(runs, capsys):
-    single, _ = runs.pair("fused")
+    single, _ = runs.pair("fused-mlp")
     cmd = ["evaluate", str(single), "--k", "30", "--batch-size", "20", "--examples", "101"]
     done = launch.run(launch.torchrun_cmd(*cmd, "--json"), runs.env())
     assert done.returncode == 0, done.stderr[-3000:]
