@@ -6,9 +6,10 @@ bit-identical generator states, and their weights differ only by the order in wh
 sums are reduced: the halves of the batch summed apart, then added. That is one rounding
 (~6e-8 relative) per gradient per step, which the training dynamics carry along: after the
 328 steps here the weights differed by 4e-8 (hand-written MLP step), 4e-7 (hand-written
-two-layer step, IWAE k=5) and 7e-7 (the same through autograd), relative L2. ``WEIGHTS_TOL`` = 1e-5 sits above both; a real mistake is
-far outside it (weighting the ranks 1/2 each, as a plain mean over ranks would, instead of by
-their share of the last batch of one example: 1.1e-2).
+two-layer step, IWAE k=5) and 7e-7 (the same through autograd), relative L2. ``WEIGHTS_TOL``
+= 1e-5 sits above all three; a real mistake is far outside it (weighting the ranks 1/2 each,
+as a plain mean over ranks would, instead of by their share of the last batch of one
+example: 1.1e-2).
 """
 
 from __future__ import annotations
