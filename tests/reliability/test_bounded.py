@@ -35,7 +35,7 @@ from tests.reliability.checks import (
     snapshot,
 )
 from vaelab.data.arrays import load_array
-from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, _chunk_size, values_per_sample
+from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, samples_per_chunk, values_per_sample
 from vaelab.memory import available_bytes
 from vaelab.models import VAE
 from vaelab.viz import pictures
@@ -296,7 +296,7 @@ def test_evaluation_chunks_count_the_latent_space():
     x = torch.zeros(100, 1, 28, 28)
     narrow = VAE(latent_dim=20, hidden=(8,))
     wide = VAE(latent_dim=100_000, hidden=(8,))
-    assert _chunk_size(narrow, x, 5000, DEFAULT_MAX_ELEMENTS) > 1  # as before: many samples
-    assert _chunk_size(wide, x, 5000, DEFAULT_MAX_ELEMENTS) == 1
+    assert samples_per_chunk(narrow, x, 5000, DEFAULT_MAX_ELEMENTS) > 1  # as before: many samples
+    assert samples_per_chunk(wide, x, 5000, DEFAULT_MAX_ELEMENTS) == 1
     # one sample of the wide model is already over the budget: it is the floor, not 26 of them
     assert values_per_sample(wide, x) > DEFAULT_MAX_ELEMENTS

@@ -46,6 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _speaker() -> tuple[str, bool]:
+    """The prefix of this process's messages, and whether it reports a stop for the job.
+
+    Under torchrun rank 0 speaks as ``vaelab`` and reports an interruption (every rank stops
+    at the same step); another rank names itself, and only its own errors, which may be the
+    cause of the job's end.
+    """
+    from vaelab.distributed import launched_rank
+
+    try:
+        placed = launched_rank()
+    except VaelabError:
+        placed = None  # a malformed torchrun environment: the command itself will say so
+    if placed is None or placed[0] == 0:
+        return "vaelab", True
+    return f"vaelab (rank {placed[0]} of {placed[1]})", False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,28 +72,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from vaelab.training import TrainingInterrupted
 
+    who, speaks_for_job = _speaker()
     try:
         return args.func(args)
     except TrainingInterrupted as e:
         if args.debug:
             raise
-        print(f"vaelab: {e}", file=sys.stderr)
+        if speaks_for_job:
+            print(f"{who}: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except VaelabError as e:
         if args.debug:
             raise
-        print(f"vaelab: error: {e}", file=sys.stderr)
+        print(f"{who}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print("vaelab: interrupted", file=sys.stderr)
+        if speaks_for_job:
+            print(f"{who}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as e:  # a full disk, a folder without permission: still one line
         if args.debug:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        print(f"vaelab: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"{who}: error: {where}{e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -24,7 +24,14 @@ def add_parser(sub) -> None:
         "--k", type=int, default=5000, help="importance samples per example (default: 5000)"
     )
     p.add_argument(
-        "--n", type=int, default=None, help="evaluate only the first N examples (default: all)"
+        "--n",
+        # torchrun's parser takes a bare --n for an abbreviation of its own --nnodes/--nproc...
+        # and refuses the command line, even after `-m vaelab`; --examples gets through
+        "--examples",
+        dest="n",
+        type=int,
+        default=None,
+        help="evaluate only the first N examples (default: all; --examples under torchrun)",
     )
     p.add_argument(
         "--batch-size",
@@ -39,18 +46,23 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from vaelab import distributed
     from vaelab.evaluation.evaluate import evaluate_run
 
-    report = evaluate_run(
-        args.run,
-        split=args.split,
-        k=args.k,
-        n=args.n,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.json and sys.stderr.isatty(),
-        data_dir=args.data_dir,
-    )
+    with distributed.session(args.device) as world:
+        report = evaluate_run(
+            args.run,
+            split=args.split,
+            k=args.k,
+            n=args.n,
+            batch_size=args.batch_size,
+            device=args.device,
+            progress=not args.json and sys.stderr.isatty(),
+            data_dir=args.data_dir,
+            world=world,
+        )
+    if not world.writer:
+        return 0  # every rank holds the report; rank 0 prints it
     if args.json:
         print(dumps_json(report))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from vaelab.cli.evaluate import print_report
@@ -161,6 +162,7 @@ def _resumable_config(run_dir: Path) -> bool:
 
 
 def run(args) -> int:
+    from vaelab import distributed
     from vaelab.config import resolve, to_dict
     from vaelab.report import finish_run
     from vaelab.runs import read_run_config
@@ -181,26 +183,30 @@ def run(args) -> int:
             # the run's own settings; flags given now are checked against them
             base = to_dict(read_run_config(args.out))
     cfg = resolve(args.config, args.overrides, flags, base=base)
-    # a new folder of its own, even for runs started in the same second
-    out = args.out or claim_default_run_dir("runs", Path(cfg.data.dataset).stem)
-    try:
-        trainer = Trainer(
-            cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet
-        )
-    except BaseException:
-        if not args.out:
-            Path(out).rmdir()  # the empty folder made just above
-        raise
-    with run_lock(out):  # from the first write to the last picture
-        result = trainer.run()
-        test = finish_run(
-            result.run_dir,
-            trainer.data,
-            k=cfg.train.final_eval_k,
-            n=cfg.train.final_eval_n,
-            progress=not args.quiet,
-            log=trainer.log,
-        )
+    t = cfg.train
+    with distributed.session(t.device, t.threads, "train.device") as world:
+        # a new folder of its own, even for runs started in the same second (rank 0 makes it)
+        stem = Path(cfg.data.dataset).stem
+        out = args.out or (claim_default_run_dir("runs", stem) if world.writer else "")
+        out = world.broadcast_text(out)
+        try:
+            trainer = Trainer(
+                cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                world=world,
+            )  # fmt: skip
+        except BaseException:
+            if not args.out and world.writer:
+                Path(out).rmdir()  # the empty folder made just above
+            raise
+        # rank 0 writes the run: it holds the lock from the first write to the last picture
+        with run_lock(out) if world.writer else contextlib.nullcontext():
+            result = trainer.run()
+            test = finish_run(
+                result.run_dir, trainer.data, k=t.final_eval_k, n=t.final_eval_n,
+                progress=not args.quiet, log=trainer.log, world=world,
+            )  # fmt: skip
+    if not world.writer:
+        return 0  # rank 0 reports for the job
     print(f"run: {result.run_dir}")
     if result.best_epoch is not None:
         print(f"best validation ELBO {result.best_val_elbo:.3f} at epoch {result.best_epoch}")

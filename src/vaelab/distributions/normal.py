@@ -22,6 +22,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from vaelab.errors import InvalidArgumentError
+from vaelab.rng import standard_normal
 
 DEFAULT_MIN_SCALE = 1e-4
 
@@ -43,9 +44,21 @@ def inverse_positive_scale(scale, min_scale: float = DEFAULT_MIN_SCALE):
     return y + math.log(-math.expm1(-y))
 
 
+class _Normal(Normal):
+    """torch's ``Normal`` whose reparameterized draws come from :func:`vaelab.rng.standard_normal`.
+
+    In one process that is torch's own draw, number for number; under data parallelism it is
+    this rank's rows of the whole batch's draw (see :mod:`vaelab.rng`).
+    """
+
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        return self.loc + standard_normal(shape, self.loc.dtype, self.loc.device) * self.scale
+
+
 def diagonal_normal(loc: torch.Tensor, scale: torch.Tensor, event_dims: int = 1) -> Independent:
     """``N(loc, diag scale^2)`` whose last ``event_dims`` dimensions form one event."""
-    return Independent(Normal(loc, scale, validate_args=False), event_dims, validate_args=False)
+    return Independent(_Normal(loc, scale, validate_args=False), event_dims, validate_args=False)
 
 
 class GaussianPrior(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from vaelab.distributed import SINGLE, World
 from vaelab.errors import InvalidArgumentError
 from vaelab.evaluation.metrics import evaluate_model
 from vaelab.runs.load import load_run
@@ -19,10 +20,12 @@ def evaluate_split(
     batch_size: int | None = None,
     elbo_samples: int = 1,
     progress: bool = False,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``split`` of a :class:`~vaelab.data.pipeline.DataPipeline`.
 
     The report names the split, the data preparation and the likelihood with the numbers.
+    Under torchrun (``world``) the ranks share the work and every rank returns the report.
     """
     x = data.eval_data(split)
     if n is not None:
@@ -38,6 +41,7 @@ def evaluate_split(
         dequantized=data.dequantized,
         seed=data.cfg.eval_seed,
         progress=progress,
+        world=world,
     )
     described = data.describe()
     return {
@@ -60,10 +64,13 @@ def evaluate_run(
     device: str = "auto",
     progress: bool = False,
     data_dir: str | None = None,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """Evaluate a run directory's best model on ``split``; the data prepared as in training."""
+    if world.active:
+        device = str(world.device)  # this rank's device, chosen from --device when it joined
     run = load_run(run_dir, device=device, data_dir=data_dir, split=split)
     report = evaluate_split(
-        run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress
+        run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress, world=world
     )
     return {"run": str(run_dir), **report}

@@ -44,7 +44,8 @@ def values_per_sample(model, x: torch.Tensor) -> int:
     return x.shape[0] * int(per_example)
 
 
-def _chunk_size(model, x: torch.Tensor, k: int, max_elements: int) -> int:
+def samples_per_chunk(model, x: torch.Tensor, k: int, max_elements: int) -> int:
+    """How many of the ``k`` samples for the batch ``x`` keep a chunk within ``max_elements``."""
     return max(1, min(k, max_elements // max(values_per_sample(model, x), 1)))
 
 
@@ -73,7 +74,7 @@ def log_likelihood(
     if x.device.type == "cpu":
         keep_freed_memory()  # chunks reuse their memory instead of faulting it in (_malloc)
     if chunk_size is None:
-        chunk_size = _chunk_size(model, x, k, max_elements)
+        chunk_size = samples_per_chunk(model, x, k, max_elements)
     positive_int("chunk_size", chunk_size)
     if q is None and not isinstance(model, OwnImportanceWeights):
         q = _posterior(model, x, q)  # encode once; each chunk only samples and decodes

@@ -17,8 +17,9 @@ import torch
 from torch.distributions import kl_divergence
 
 from vaelab.data.transforms import bits_per_dim
+from vaelab.distributed import SINGLE, World
 from vaelab.errors import InvalidArgumentError, positive_int
-from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, log_likelihood
+from vaelab.evaluation.likelihood import DEFAULT_MAX_ELEMENTS, log_likelihood, samples_per_chunk
 from vaelab.models.protocols import OwnImportanceWeights
 from vaelab.objectives import elbo
 from vaelab.rng import seeded
@@ -40,6 +41,21 @@ class _Moments:
         self.sum = s if self.sum is None else self.sum + s
         self.sq = q if self.sq is None else self.sq + q
         self.n += v.shape[0]
+
+    def all_reduce(self, world) -> None:
+        """The sums over every rank's examples (a rank with none adds zeros)."""
+        if self.sum is None:
+            return  # no rank has a latent-sized statistic (several stochastic layers)
+        packed = torch.cat(
+            [
+                self.sum,
+                self.sq,
+                torch.tensor([float(self.n)], dtype=torch.float64, device=self.sum.device),
+            ]
+        )
+        world.all_reduce(packed)
+        size = self.sum.shape[0]
+        self.sum, self.sq, self.n = packed[:size], packed[size : 2 * size], int(packed[-1].item())
 
     def mean(self) -> torch.Tensor:
         return self.sum / self.n
@@ -71,6 +87,7 @@ def evaluate_model(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     progress: bool = False,
     per_example: bool = False,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """All the evaluation numbers for ``model`` on the (already prepared) data ``x_all``.
 
@@ -78,6 +95,10 @@ def evaluate_model(
     ``log2(256)`` correction. The sampling noise comes from a generator seeded with ``seed``
     and the caller's global RNG state is restored afterwards. ``per_example=True`` adds the
     per-example tensors (``log_px``, ``stderr``, ``elbo``) under ``"per_example"``.
+
+    Under torchrun (``world``) each rank computes its rows of every batch with the noise one
+    process would draw for them (:mod:`vaelab.distributed`); the per-example results are
+    gathered in input order and every rank returns the single-process numbers.
     """
     positive_int("k", k)
     positive_int("elbo_samples", elbo_samples)
@@ -98,35 +119,48 @@ def evaluate_model(
     # model itself; active units are then those of its first layer, q(z1|x)
     hierarchical = isinstance(model, OwnImportanceWeights)
     bar = None
-    if progress:
+    if progress and world.writer:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc=f"evaluating (K={k})", unit="img", file=sys.stderr, leave=False)
     t0 = time.perf_counter()
+    rows = []  # where this process's results sit in the input
     with seeded(x_all.device, seed):
         for i in range(0, n, batch_size):
-            x = x_all[i : i + batch_size]
-            q = model.encode(x)
-            if hierarchical:
-                out = elbo(model, x, n_samples=elbo_samples)
-                ll = log_likelihood(model, x, k, max_elements=max_elements)
-            else:
-                out = elbo(model, x, q=q, n_samples=elbo_samples)
-                ll = log_likelihood(model, x, k, q=q, max_elements=max_elements)
-                kl_dims.add(kl_divergence(q.base_dist, model.prior.base_dist))
-            means.add(q.mean)
-            parts["log_px"].append(ll.log_px.double())
-            parts["stderr"].append(ll.stderr.double())
-            parts["elbo"].append(out.elbo.double())
-            parts["rec"].append(out.log_px_z.double())
-            parts["kl"].append(out.kl.double())
+            batch = x_all[i : i + batch_size]
+            # the chunks of the whole batch: a rank draws the noise one process would
+            chunk = samples_per_chunk(model, batch, k, max_elements)
+            shard = world.shard(batch.shape[0])  # one process: the whole batch
+            x = batch[shard.rows]
+            with shard.draws():
+                q = model.encode(x)
+                if hierarchical:
+                    out = elbo(model, x, n_samples=elbo_samples)
+                    ll = log_likelihood(model, x, k, chunk_size=chunk)
+                else:
+                    out = elbo(model, x, q=q, n_samples=elbo_samples)
+                    ll = log_likelihood(model, x, k, q=q, chunk_size=chunk)
             if bar is not None:
-                bar.update(x.shape[0])
+                bar.update(batch.shape[0])
+            rows.append(torch.arange(i + shard.start, i + shard.stop, device=x_all.device))
+            mine = slice(0, shard.count)  # none of a stand-in's row (see Shard.rows)
+            if not hierarchical:
+                kl_dims.add(kl_divergence(q.base_dist, model.prior.base_dist)[mine])
+            means.add(q.mean[mine])
+            parts["log_px"].append(ll.log_px[mine].double())
+            parts["stderr"].append(ll.stderr[mine].double())
+            parts["elbo"].append(out.elbo[mine].double())
+            parts["rec"].append(out.log_px_z[mine].double())
+            parts["kl"].append(out.kl[mine].double())
     if bar is not None:
         bar.close()
+    cat = {key: torch.cat(v) for key, v in parts.items() if v}
+    if world.active:
+        cat = world.gather_rows(cat, torch.cat(rows), n)
+        means.all_reduce(world)
+        kl_dims.all_reduce(world)
     seconds = time.perf_counter() - t0
     model.train(was_training)
-    cat = {key: torch.cat(v) for key, v in parts.items() if v}
 
     log_px, log_px_se = _mean_se(cat["log_px"])
     result: dict[str, Any] = {

@@ -7,10 +7,12 @@ presence means the run is complete.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 from vaelab.data.pipeline import DataPipeline
+from vaelab.distributed import SINGLE, World
 from vaelab.errors import DataError
 from vaelab.evaluation.evaluate import evaluate_split
 from vaelab.io import atomic_write_json, read_json
@@ -30,10 +32,12 @@ def finish_run(
     n: int | None,
     progress: bool = False,
     log: Callable[[str], None] = lambda msg: None,
+    world: World = SINGLE,
 ) -> dict | None:
     """The test evaluation of ``run_dir``'s best model (``k`` samples, first ``n`` examples;
     ``n=0`` skips it), written to ``eval_test.json`` with the pictures; None without a test
-    split. It holds the run's writer lock, and claims its files before writing them.
+    split. Under torchrun (``world``) every rank evaluates its share and rank 0 writes, holding
+    the run's writer lock and claiming its files first.
 
     Ctrl-C here loses no training: the run is complete but for this evaluation, and
     ``vaelab train --resume`` does it (the error says so).
@@ -48,13 +52,15 @@ def finish_run(
         data.raw("test")
     except DataError:
         return None  # in-memory data without a test split
-    with run_lock(run_dir):
-        claim(run_dir, [EVAL_FILE, *RUN_PICTURES])
+    with run_lock(run_dir) if world.writer else contextlib.nullcontext():
+        if world.writer:
+            claim(run_dir, [EVAL_FILE, *RUN_PICTURES])
         try:
             best = SavableModel.load(run_dir, map_location=data.device)
             log("evaluating the best model on the test split")
-            report = evaluate_split(best, data, "test", k=k, n=n, progress=progress)
-            write_run_pictures(run_dir, best, data.eval_data("test"))
+            report = evaluate_split(best, data, "test", k=k, n=n, progress=progress, world=world)
+            if world.writer:
+                write_run_pictures(run_dir, best, data.eval_data("test"))
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 "interrupted during the test evaluation; training is complete and saved, "

@@ -51,6 +51,28 @@ def save_checkpoint(
         ) from None
 
 
+def generator_states(device: torch.device, data_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """The states a run's random draws continue from: torch's global generator (the
+    reparameterization noise), the data generator and, on CUDA, the device's generator."""
+    states = {"torch": torch.get_rng_state(), "data": data_gen.get_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_generator_states(
+    states: dict[str, torch.Tensor], device: torch.device, data_gen: torch.Generator, path: Path
+) -> None:
+    """Put back what :func:`generator_states` saved (``path`` names the file in errors)."""
+    try:
+        torch.set_rng_state(states["torch"])
+        data_gen.set_state(states["data"])
+        if "cuda" in states and device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda"], device)
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path}: RNG state invalid ({e}); tampered") from None
+
+
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """A checkpoint's JSON part and its tensors, checked (never unpickled)."""
     tensors, metadata = read_safetensors(path)

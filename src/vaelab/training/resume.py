@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from vaelab.config import RunConfig, to_dict
+from vaelab.data.sources import IN_MEMORY, absolute_dataset
 from vaelab.errors import ConfigError
 from vaelab.runs.config_file import read_run_config
 from vaelab.runs.layout import CHECKPOINT_FILE, check_new_run_dir, check_resumed_run_dir
@@ -101,3 +102,19 @@ def check_epochs_left(finished: int, cfg: RunConfig) -> None:
             f"train.epochs: this run has finished {finished} epochs; {cfg.train.epochs} cannot "
             "end it before them"
         )
+
+
+def start_config(
+    run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool, in_memory: bool
+) -> tuple[RunConfig, RunConfig | None]:
+    """The config a run starts or resumes with, and the saved run's config when it resumes.
+
+    A user's data file is named by its absolute path (the run must work from any folder), and
+    a resumed run keeps what it chose from its data; nothing is written (:func:`check_start`).
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    dataset = IN_MEMORY if in_memory else absolute_dataset(cfg.data.dataset)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
+    saved = check_start(run_dir, cfg, resume=resume, overwrite=overwrite)
+    return (with_saved_choices(saved, cfg) if saved is not None else cfg), saved

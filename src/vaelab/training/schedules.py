@@ -1,4 +1,5 @@
-"""Learning-rate and KL-weight schedules: pure functions of the position in training.
+"""The data order, learning-rate and KL-weight schedules: pure functions of the position in
+training.
 
 Being pure functions of (step, epoch) they need no state of their own in a checkpoint, and a
 resumed run computes exactly the values an uninterrupted one would.
@@ -7,6 +8,8 @@ resumed run computes exactly the values an uninterrupted one would.
 from __future__ import annotations
 
 import math
+
+import torch
 
 from vaelab.config import TrainConfig
 
@@ -46,3 +49,9 @@ def kl_weight(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return cfg.beta
     ramp = cfg.kl_warmup_epochs * steps_per_epoch
     return cfg.beta * min(1.0, (step + 1) / ramp)
+
+
+def epoch_permutation(seed: int, epoch: int, n: int, device) -> torch.Tensor:
+    """The data order of ``epoch``: a pure function of (seed, epoch), so resuming needs no state."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).to(device)

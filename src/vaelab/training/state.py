@@ -1,4 +1,5 @@
-"""Where training stands: the counters a checkpoint holds, as one typed dataclass.
+"""Where training stands: the counters a checkpoint holds, as one typed dataclass; and where
+it ended (:class:`TrainResult`).
 
 The JSON part of a checkpoint is :meth:`TrainState.to_json`; :meth:`TrainState.from_json`
 reads it back with every field's type and range checked, so a tampered checkpoint is refused
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -99,3 +101,14 @@ class TrainState:
 
     def replace(self, **changes) -> TrainState:
         return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int | None
+    best_val_elbo: float | None
+    stopped_early: bool
+    skipped_steps: int
+    rollbacks: int

@@ -10,16 +10,20 @@ reparameterization noise) or the data generator (binarization/dequantization noi
 states are in the checkpoint together with the position in the epoch; the data order of an
 epoch is a pure function of (seed, epoch). A resumed run therefore takes exactly the steps an
 uninterrupted one would.
+
+Under torchrun (``world``, :mod:`vaelab.distributed`) each rank computes its rows of every
+global batch, drawing the whole batch's noise; the update, the host sync and validation reduce
+over ranks, and rank 0 alone writes. Without torchrun each of those is the identity.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,27 +31,27 @@ import torch
 from vaelab._malloc import keep_freed_memory
 from vaelab.config import RunConfig, validate
 from vaelab.data.pipeline import DataPipeline
-from vaelab.data.sources import IN_MEMORY, absolute_dataset
 from vaelab.device import autocast, resolve_device
-from vaelab.errors import VaelabError
+from vaelab.distributed import SINGLE, DistributedError, World
+from vaelab.errors import ConfigError, VaelabError
 from vaelab.io import load_tensors, save_tensors
 from vaelab.models.base import LatentVariableModel
 from vaelab.models.build import build_model, model_likelihood
-from vaelab.objectives import elbo
-from vaelab.rng import seeded
 from vaelab.runs import layout
 from vaelab.runs.config_file import write_run_config
 from vaelab.runs.lock import run_lock
 from vaelab.runs.metrics import MetricsLog
-from vaelab.training.checkpoint import load_checkpoint, save_checkpoint
+from vaelab.training import checkpoint
 from vaelab.training.diagnosis import divergence_cause
 from vaelab.training.progress import EpochBar
-from vaelab.training.resume import check_epochs_left, check_start, with_saved_choices
-from vaelab.training.schedules import kl_weight, learning_rate
+from vaelab.training.resume import check_epochs_left, start_config
+from vaelab.training.schedules import epoch_permutation, kl_weight, learning_rate
 from vaelab.training.signals import StopFlag
-from vaelab.training.state import STAT_NAMES, TrainState
+from vaelab.training.state import STAT_NAMES, TrainResult, TrainState
 from vaelab.training.stats import DeviceStats
 from vaelab.training.steps import OptimizerUpdate, StepOutput, make_optimizer, make_step
+from vaelab.training.steps.update import weights_finite
+from vaelab.training.validation import validation_elbo
 
 SYNC_EVERY = 25  # steps between reads of device-side statistics (progress bar, NaN checks)
 # The weights, their gradients, Adam's two moments, and a checkpoint's bytes of all three.
@@ -62,30 +66,14 @@ class TrainingInterrupted(VaelabError):
     """SIGINT/SIGTERM arrived; a resumable checkpoint was written first."""
 
 
-@dataclass
-class TrainResult:
-    run_dir: Path
-    epochs_done: int
-    best_epoch: int | None
-    best_val_elbo: float | None
-    stopped_early: bool
-    skipped_steps: int
-    rollbacks: int
-
-
-def epoch_permutation(seed: int, epoch: int, n: int, device) -> torch.Tensor:
-    """The data order of ``epoch``: a pure function of (seed, epoch), so resuming needs no state."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).to(device)
-
-
 class Trainer:
     """Trains the model of a :class:`RunConfig` into a run directory.
 
     ``resume=True`` continues from ``checkpoint.safetensors``; ``overwrite=True`` replaces an
     existing run's files (:mod:`vaelab.runs.ownership`). Without either, an existing run is an
-    error and nothing in it is touched. :meth:`run` holds the run's writer lock.
+    error and nothing in it is touched. :meth:`run` holds the run's writer lock (rank 0).
     ``tensors``: train/valid(/test) data in memory instead of ``cfg.data.dataset``.
+    ``world``: this process's place in a torchrun job (only its rank 0 logs and writes).
     """
 
     def __init__(
@@ -98,27 +86,30 @@ class Trainer:
         progress: bool = True,
         log: Callable[[str], None] | None = None,
         tensors: dict[str, torch.Tensor] | None = None,
+        world: World = SINGLE,
     ):
         self.run_dir = Path(run_dir)
-        self.progress = progress
+        self.world = world
+        self.progress = progress and world.writer
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        if resume and overwrite:
-            raise VaelabError("--resume and --overwrite exclude each other")
-        dataset = IN_MEMORY if tensors is not None else absolute_dataset(cfg.data.dataset)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, dataset=dataset))
+        if not world.writer:
+            self.log = lambda msg: None  # rank 0 speaks for the job
         # Everything that can fail on bad input (config, data, model) happens before the run
         # directory is touched, so a mistake never costs an earlier run its files.
-        saved = check_start(self.run_dir, cfg, resume=resume, overwrite=overwrite)
+        cfg, saved = start_config(self.run_dir, cfg, resume, overwrite, tensors is not None)
         self.resuming, self.overwrite, self.resume = saved is not None, overwrite, resume
         if resume and saved is None:
             self.log(f"{self.run_dir}: no checkpoint yet, starting the run from the beginning")
         self.saved_epochs = saved.train.epochs if saved else None  # bounds the checkpoint's epoch
-        cfg = with_saved_choices(saved, cfg) if saved is not None else cfg
         self.cfg = validate(cfg)
         t = self.cfg.train
+        if world.active and t.precision == "fp16":
+            # GradScaler decides each rank's skip from its own gradients, before they are
+            # averaged, so ranks could disagree; bf16 needs no scaler
+            raise ConfigError("train.precision: fp16 is not supported under torchrun; use bf16")
         if t.threads:
             torch.set_num_threads(t.threads)
-        self.device = resolve_device(t.device, "train.device")
+        self.device = world.device or resolve_device(t.device, "train.device")
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults on each step's temporaries (see _malloc)
         self.data = DataPipeline(
@@ -136,9 +127,10 @@ class Trainer:
         self.autocast = autocast(self.device, t.precision)
         scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.step = make_step(self.model, t, self.device, self.optimizer, self.autocast, scaler)
-        self.update = OptimizerUpdate(
-            self.optimizer, list(self.model.parameters()), t.grad_clip, scaler
-        )
+        reduce = world.all_reduce if world.active else None  # the gradients' one all-reduce
+        params = list(self.model.parameters())
+        self.update = OptimizerUpdate(self.optimizer, params, t.grad_clip, scaler, reduce)
+        self._finite = partial(weights_finite, params, self.optimizer)  # weights and moments
         self.train_x = self.data.train_source()
         self.n_train = self.train_x.shape[0]
         self.steps_per_epoch = math.ceil(self.n_train / t.batch_size)
@@ -146,26 +138,35 @@ class Trainer:
         self.data_gen = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.state = TrainState()
         self.metrics = MetricsLog(self.run_dir)
+        world.barrier()  # every rank has looked at the run directory before rank 0 changes it
 
     # -- the run -------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        with run_lock(self.run_dir):  # one writer: a second one is refused, naming this process
+        writer = self.world.writer
+        # one writer: a second one is refused, naming this process (rank 0 alone writes)
+        with run_lock(self.run_dir) if writer else contextlib.nullcontext():
             if self.resuming:
                 self._start_resumed()
             else:
-                layout.start_new_run(self.run_dir, overwrite=self.overwrite, resume=self.resume)
+                if writer:
+                    layout.start_new_run(self.run_dir, overwrite=self.overwrite, resume=self.resume)
                 self._init_output_bias()
                 self._write_config()
                 self._save_best()  # a usable model exists from the start
                 self.save_checkpoint()
             if not self.state.done:
-                if why := self.metrics.open_tensorboard():
+                if writer and (why := self.metrics.open_tensorboard()):
                     self.log(why)
                 try:
                     with StopFlag() as stop:
                         self._loop(stop)
+                except DistributedError as e:
+                    raise DistributedError(
+                        f"{e}; continue with: {self._resume_command()}"
+                    ) from None
                 finally:
                     self.metrics.close()
+        self.world.barrier()  # rank 0's last writes are done before any rank reads the run
         s = self.state
         return TrainResult(
             self.run_dir, s.epoch, s.best_epoch, s.best_val_elbo, s.stopped_early,
@@ -177,12 +178,14 @@ class Trainer:
         check_epochs_left(self.state.epoch, self.cfg)
         if (self.run_dir / layout.WEIGHTS_FILE).exists():
             load_tensors(self.run_dir / layout.WEIGHTS_FILE)  # a pickle or tampered file is refused
-        layout.continue_run(self.run_dir)  # checked first: no write if the run cannot go on
-        self.metrics.keep_epochs(self.state.epoch)
+        if self.world.writer:
+            layout.continue_run(self.run_dir)  # checked first: no write if it cannot go on
+            self.metrics.keep_epochs(self.state.epoch)
         s = self.state
         if s.done and not s.stopped_early and s.epoch < self.cfg.train.epochs:
             s.done = False  # more epochs were asked for: the old evaluation is stale
-            (self.run_dir / layout.EVAL_FILE).unlink(missing_ok=True)
+            if self.world.writer:
+                (self.run_dir / layout.EVAL_FILE).unlink(missing_ok=True)
         self._write_config()  # records the settings that may change on resume
         self.log(
             f"resuming {self.run_dir} at epoch {s.epoch + 1}, "
@@ -195,7 +198,7 @@ class Trainer:
         while self.state.epoch < t.epochs and not self.state.done:
             s = self.state  # a rollback replaces it with the checkpoint's
             perm = epoch_permutation(t.seed, s.epoch, self.n_train, self.device)
-            acc = DeviceStats(s.sums, self.device)
+            acc = DeviceStats(s.sums, self.device, self.world)
             t0, images = time.perf_counter(), 0
             bar = EpochBar(
                 self.progress, s.epoch, t.epochs, self.steps_per_epoch, s.step_in_epoch,
@@ -205,29 +208,35 @@ class Trainer:
             lr, beta = self._schedules()
             for step in range(s.step_in_epoch, self.steps_per_epoch):
                 idx = perm[step * t.batch_size : (step + 1) * t.batch_size]
+                # the whole global batch, noise included, on every rank: the data generator
+                # advances as in one process, and each rank then computes its own rows
                 x = self.data.train_batch(self.train_x[idx], self.data_gen)
                 lr, beta = self._schedules()
                 out, found_inf = self._train_step(x, beta)
-                acc.add(out, found_inf, x.shape[0])
+                acc.add(out, found_inf, self.world.shard(x.shape[0]).count)
                 s.global_step, s.step_in_epoch = s.global_step + 1, step + 1
                 images += x.shape[0]
                 last = step + 1 == self.steps_per_epoch
                 every = t.checkpoint_every_steps
                 due_n = bool(every) and s.global_step % every == 0
-                if not ((step + 1) % SYNC_EVERY == 0 or last or due_n or stop.signal is not None):
+                due = (step + 1) % SYNC_EVERY == 0 or last or due_n
+                # The sync is a collective under torchrun, where no rank may sync alone: a
+                # signal is then looked at only where every rank syncs anyway.
+                if not (due or (not self.world.active and stop.signal is not None)):
                     continue
-                bad = acc.fold_into(s)  # the only host sync: every SYNC_EVERY steps
-                overflow = bad < t.max_bad_steps and not self._state_finite()
+                bad, overflow, stopping = acc.sync(
+                    s, lambda: stop.signal is not None, self._finite, t.max_bad_steps
+                )
                 if bad >= t.max_bad_steps or overflow:
                     bar.close()
                     self._rollback(bad, "the weights overflowed" if overflow else None)
                     break
                 bar.update(s, images / (time.perf_counter() - t0), lr)
                 due_s = time.monotonic() - last_ckpt >= t.checkpoint_every_s
-                if (due_s or due_n or stop.signal is not None) and not last:
+                if (due_s or due_n or stopping) and not last:
                     self.save_checkpoint()
                     last_ckpt = time.monotonic()
-                if stop.signal is not None:
+                if stopping:
                     bar.close()
                     self._stop_for_signal(last)
             else:
@@ -245,9 +254,12 @@ class Trainer:
         return lr, kl_weight(t, s.global_step, self.steps_per_epoch)
 
     def _train_step(self, x: torch.Tensor, beta: float) -> tuple[StepOutput, torch.Tensor]:
-        """One optimizer step. Returns (statistics, found_inf) as device tensors; never syncs."""
-        out = self.step(x, beta)  # every parameter's .grad filled
-        return out, self.update(out.loss)
+        """One optimizer step on this rank's rows of the batch ``x`` (one process: all of them).
+        Returns (statistics, found_inf) as device tensors; never syncs."""
+        shard = self.world.shard(x.shape[0])
+        with shard.draws():
+            out = self.step(x[shard.rows], beta)  # every parameter's .grad filled
+        return out, self.update(out.loss, shard.weight)
 
     def _stop_for_signal(self, last_step_of_epoch: bool) -> None:
         if last_step_of_epoch:
@@ -255,25 +267,25 @@ class Trainer:
         s = self.state
         raise TrainingInterrupted(
             f"interrupted at epoch {s.epoch + 1}, step {s.step_in_epoch}; checkpoint saved, "
-            f"continue with: vaelab train --resume --out {self.run_dir}"
+            f"continue with: {self._resume_command()}"
         )
 
-    @torch.no_grad()
+    def _resume_command(self) -> str:
+        again = f"vaelab train --resume --out {self.run_dir}"
+        if self.world.active:  # a checkpoint continues on any number of ranks
+            again = f"torchrun --nproc-per-node N -m {again} (any N; or {again} alone)"
+        return again
+
     def validate(self) -> dict[str, float]:
         """The validation ELBO (and its terms), per example, with a fixed noise seed."""
-        x_all = self.data.eval_data("valid")
-        self.model.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        with seeded(self.device, self.cfg.data.eval_seed):
-            for i in range(0, x_all.shape[0], 1000):
-                with self.autocast():
-                    out = elbo(
-                        self.model, x_all[i : i + 1000], n_samples=self.cfg.train.val_samples
-                    )
-                sums += torch.stack([v.double().sum() for v in (out.elbo, out.log_px_z, out.kl)])
-        self.model.train()
-        elbo_, rec, kl = (sums / x_all.shape[0]).tolist()
-        return {"val_elbo": elbo_, "val_reconstruction": rec, "val_kl": kl}
+        return validation_elbo(
+            self.model,
+            self.data.eval_data("valid"),
+            samples=self.cfg.train.val_samples,
+            seed=self.cfg.data.eval_seed,
+            autocast=self.autocast,
+            world=self.world,
+        )
 
     def _end_epoch(self, images_per_s: float, seconds: float, lr: float, beta: float) -> None:
         t, s = self.cfg.train, self.state
@@ -305,7 +317,8 @@ class Trainer:
             "skipped_steps": s.skipped_steps,
             "time": time.time(),
         }
-        self.metrics.append(row)
+        if self.world.writer:
+            self.metrics.append(row)
         self.log(
             f"epoch {s.epoch + 1}/{t.epochs}: train ELBO {train['elbo']:.2f}  "
             f"val ELBO {val['val_elbo']:.2f}{'  (best)' if improved else ''}  "
@@ -320,13 +333,6 @@ class Trainer:
         self.save_checkpoint()
 
     # -- non-finite steps ----------------------------------------------------------------
-    def _state_finite(self) -> bool:
-        """Whether every parameter and optimizer moment is finite (one host sync)."""
-        tensors = [p.detach() for p in self.model.parameters()]
-        for st in self.optimizer.state.values():
-            tensors += [v for v in st.values() if torch.is_tensor(v) and v.is_floating_point()]
-        return bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
-
     def _rollback(self, bad: int, why: str | None = None) -> None:
         why = why or f"{bad} non-finite steps in a row"
         s = self.state
@@ -351,36 +357,30 @@ class Trainer:
 
     # -- files ---------------------------------------------------------------------------
     def _write_config(self) -> None:
-        write_run_config(self.run_dir, self.model, self.cfg, self.data.describe())
+        if self.world.writer:
+            write_run_config(self.run_dir, self.model, self.cfg, self.data.describe())
 
     def save_checkpoint(self) -> None:
-        self.state.rng = {"torch": torch.get_rng_state(), "data": self.data_gen.get_state()}
-        if self.device.type == "cuda":
-            self.state.rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        save_checkpoint(
+        if not self.world.writer:
+            return  # rank 0's checkpoint is every rank's: all hold the same state
+        self.state.rng = checkpoint.generator_states(self.device, self.data_gen)
+        checkpoint.save_checkpoint(
             self.run_dir / layout.CHECKPOINT_FILE, self.model, self.optimizer, self.state
         )
 
     def _restore(self, epochs: int | None = None) -> None:
         """Load the checkpoint, its epoch counter bounded by ``epochs`` (default: the run's)."""
         path = self.run_dir / layout.CHECKPOINT_FILE
-        state = load_checkpoint(
-            path,
-            self.model,
-            self.optimizer,
-            self.steps_per_epoch,
-            epochs if epochs is not None else self.cfg.train.epochs,
+        epochs = epochs if epochs is not None else self.cfg.train.epochs
+        state = checkpoint.load_checkpoint(
+            path, self.model, self.optimizer, self.steps_per_epoch, epochs
         )
-        try:
-            torch.set_rng_state(state.rng["torch"])
-            self.data_gen.set_state(state.rng["data"])
-            if "cuda" in state.rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state.rng["cuda"], self.device)
-        except (RuntimeError, TypeError) as e:
-            raise VaelabError(f"{path}: RNG state invalid ({e}); tampered") from None
+        checkpoint.set_generator_states(state.rng, self.device, self.data_gen, path)
         self.state = state
 
     def _save_best(self) -> None:
+        if not self.world.writer:
+            return
         path = self.run_dir / layout.WEIGHTS_FILE
         try:
             save_tensors(path, self.model.state_dict())

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from vaelab.config import TrainConfig
 from vaelab.models.hierarchical import HierarchicalVAE
+from vaelab.rng import standard_normal
 from vaelab.training.steps.fused_mlp import ACTS, cast, mlp_backward, mlp_forward
 from vaelab.training.steps.output import StepOutput
 
@@ -100,12 +101,14 @@ class FusedHierarchicalStep:
         # -- forward, drawing ε1 then ε2 as the autograd path does --------------------------
         q1_outs = mlp_forward(nets[0], q1_w, cast(x, g), relu)
         mu1, sd1, dsd1 = _gaussian_head(q1_outs[-1], l1, m)  # (B, L1) each
-        eps1 = torch.empty(k, batch, l1, **new).normal_()
+        eps1 = standard_normal((k, batch, l1), x.dtype, x.device)
         z1 = torch.addcmul(mu1, eps1, sd1).view(kb, l1)  # q(z1|x).rsample((k,))
         z1_in = cast(z1, g)
         q2_outs = mlp_forward(nets[1], q2_w, z1_in, relu)
         mu2, sd2, dsd2 = _gaussian_head(q2_outs[-1], l2, m)  # (kB, L2) each
-        eps2 = torch.empty(kb, l2, **new).normal_()  # the (k, B, L2) draw, flattened
+        # the (k, B, L2) draw, flattened (a view in one process; under torchrun this rank's
+        # rows of the whole batch's draw, which reshape copies)
+        eps2 = standard_normal((k, batch, l2), x.dtype, x.device).reshape(kb, l2)
         z2 = torch.addcmul(mu2, eps2, sd2)  # q(z2|z1).rsample()
         p1_outs = mlp_forward(nets[2], p1_w, cast(z2, g), relu)
         mup, sdp, dsdp = _gaussian_head(p1_outs[-1], l1, m)  # (kB, L1) each

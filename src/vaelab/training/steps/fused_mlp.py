@@ -29,6 +29,7 @@ from vaelab.config import TrainConfig
 from vaelab.distributions import diagonal_normal
 from vaelab.distributions.kl import kl_divergence
 from vaelab.models.vae import LOGVAR_LIMIT, VAE
+from vaelab.rng import standard_normal
 from vaelab.training.steps.output import StepOutput
 
 ACTS = ("relu", "tanh")
@@ -185,7 +186,7 @@ class FusedStep:
         else:
             sigma = F.softplus(raw) + self.min_scale
             dsigma_draw = torch.sigmoid(raw)
-        eps = torch.empty(k, batch, n_lat, dtype=x.dtype, device=x.device).normal_()
+        eps = standard_normal((k, batch, n_lat), x.dtype, x.device)
         z = mu + eps * sigma  # (k, B, L), the draw q(z|x).rsample((k,)) makes
 
         dec_outs = mlp_forward(self.dec, dec_w, cast(z.reshape(k * batch, n_lat), g), self.relu)
