@@ -15,6 +15,7 @@ from vaelab.evaluation import LogLikelihoodOutput, log_likelihood
 from vaelab.inference import PosteriorFit, fit_posterior
 from vaelab.models import VAE, DiscreteLatent, LinearGaussian, VAEConfig
 from vaelab.objectives import ELBOOutput, elbo, iwae_bound
+from vaelab.use import Run, load_run
 
 __all__ = [
     "VAE",
@@ -23,10 +24,12 @@ __all__ = [
     "LinearGaussian",
     "LogLikelihoodOutput",
     "PosteriorFit",
+    "Run",
     "VAEConfig",
     "__version__",
     "elbo",
     "fit_posterior",
     "iwae_bound",
+    "load_run",
     "log_likelihood",
 ]

@@ -68,10 +68,12 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
 
     out = tmp_path / "s.png"
     assert main(["sample", str(run), "-n", "16", "--out", str(out)]) == 0
-    assert Image.open(out).size == (4 * 28 + 5 * 2, 4 * 28 + 5 * 2)
+    # small images are enlarged (nearest neighbour) to a grid at least 256 pixels wide
+    grid = 4 * 28 + 5 * 2
+    assert Image.open(out).size == (3 * grid, 3 * grid)
     assert main(["sample", str(run), "-n", "5", "--out", str(tmp_path / "s.npy")]) == 0
     assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.png"), "-n", "8"]) == 0
-    assert Image.open(tmp_path / "r.png").size[1] == 2 * 28 + 3 * 2
+    assert Image.open(tmp_path / "r.png").size[1] == 2 * (2 * 28 + 3 * 2)  # rows labelled
     assert (
         main(
             [
@@ -87,7 +89,7 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
         )
         == 0
     )
-    assert Image.open(tmp_path / "i.png").size == (7 * 28 + 8 * 2, 3 * 28 + 4 * 2)
+    assert Image.open(tmp_path / "i.png").size == (2 * (7 * 28 + 8 * 2), 2 * (3 * 28 + 4 * 2))
 
 
 def test_train_gaussian_dequantized_bits_per_dim(tmp_path, capsys):

@@ -9,6 +9,7 @@ from PIL import Image
 
 from vaelab.errors import InvalidArgumentError
 from vaelab.viz import make_grid, save_images
+from vaelab.viz.grid import enlarge
 
 
 def numbered(n, c=1, h=8, w=6) -> torch.Tensor:
@@ -74,7 +75,7 @@ def test_bad_arguments(images, kwargs, match):
 
 def test_save_png_readable(tmp_path):
     x = torch.rand(6, 1, 28, 28)
-    out = save_images(x, tmp_path / "samples.png", nrow=3)
+    out = save_images(x, tmp_path / "samples.png", nrow=3, min_width=1)  # not enlarged
     assert out == tmp_path / "samples.png"
     with Image.open(out) as img:
         assert img.format == "PNG" and img.mode == "L"
@@ -83,6 +84,31 @@ def test_save_png_readable(tmp_path):
     assert np.array_equal(pixels, make_grid(x, nrow=3))
     assert np.array_equal(pixels[2:30, 2:30], (x[0, 0] * 255).round().to(torch.uint8).numpy())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.png"]  # no temp left
+
+
+def test_small_grids_are_enlarged_by_repeating_pixels(tmp_path):
+    x = torch.rand(6, 1, 28, 28)
+    with Image.open(save_images(x, tmp_path / "s.png", nrow=3)) as img:
+        pixels = np.asarray(img)
+    grid = make_grid(x, nrow=3)  # 92 pixels wide: ×3 reaches 256
+    assert pixels.shape == (3 * grid.shape[0], 3 * grid.shape[1])
+    assert np.array_equal(pixels[::3, ::3], grid) and np.array_equal(pixels[2::3, 1::3], grid)
+    wide = torch.rand(2, 1, 200, 200)  # already wider than 256: left as it is
+    with Image.open(save_images(wide, tmp_path / "w.png", nrow=2)) as img:
+        assert img.size == make_grid(wide, nrow=2).shape[::-1]
+
+
+def test_row_labels_sit_in_a_margin_beside_the_tiles(tmp_path):
+    x = torch.ones(16, 1, 28, 28)  # white tiles: only the labels draw dark pixels
+    path = save_images(x, tmp_path / "r.png", nrow=8, row_labels=["original", "reconstruction"])
+    with Image.open(path) as img:
+        pixels = np.asarray(img.convert("L"))
+    plain = enlarge(make_grid(x, nrow=8), 256)
+    margin = pixels.shape[1] - plain.shape[1]
+    assert margin > 0 and pixels.shape[0] == plain.shape[0]
+    assert np.array_equal(pixels[:, margin:], plain)  # the grid itself is untouched
+    top, bottom = pixels[: plain.shape[0] // 2, :margin], pixels[plain.shape[0] // 2 :, :margin]
+    assert (top < 128).any() and (bottom < 128).any()  # a label in each row's margin
 
 
 def test_save_png_rgb(tmp_path):

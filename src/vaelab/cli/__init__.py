@@ -1,6 +1,7 @@
 """The ``vaelab`` command line: parse, build a config, call the library.
 
-One module per command family (``train``, ``evaluate``, ``pictures``, ``datasets``); shared
+One module per command family (``train``, ``evaluate``, ``pictures``, ``answers``,
+``datasets``); shared
 options in ``options``. Every user mistake is one line on stderr and exit status 2
 (``--debug`` shows the traceback).
 """
@@ -8,10 +9,11 @@ options in ``options``. Every user mistake is one line on stderr and exit status
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vaelab._version import __version__
-from vaelab.cli import datasets, evaluate, pictures, train
+from vaelab.cli import answers, datasets, evaluate, pictures, train
 from vaelab.errors import VaelabError
 
 EXIT_USAGE = 2
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(sub)
     evaluate.add_parser(sub)
     pictures.add_parsers(sub)
+    answers.add_parsers(sub)
     datasets.add_parser(sub)
     return parser
 
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{who}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `vaelab ... | head`: the reader has all it wanted
+        sys.stdout = open(os.devnull, "w")  # nothing more may reach the pipe
+        return 0
     except KeyboardInterrupt:
         if args.debug:
             raise

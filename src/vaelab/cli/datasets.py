@@ -25,17 +25,26 @@ def run(args) -> int:
         return 0
     print(f"data folder: {args.data_dir or data_home()}")
     for r in rows:
-        where = (
-            "built in"
-            if r.get("embedded")
-            else ("on disk" if r.get("present") else "not downloaded")
-        )
+        where = _where(r)
         sizes = f"{r.get('n_train')}/{r.get('n_valid')}/{r.get('n_test')}"
         print(
-            f"  {r['name']:<14} {where:<15} train/valid/test {sizes:<18} {r.get('description', '')}"
+            f"  {r['name']:<14} {where:<20} train/valid/test {sizes:<18} {r.get('description', '')}"
         )
+        if r.get("verified") is False:
+            print(f"    {r['error']}")
     print(
         "datasets download on first use; offline, put the files in the data folder "
         "or pass --data-dir"
     )
     return 0
+
+
+def _where(row: dict) -> str:
+    """Built in, on disk (verified when asked), failed verification, or not downloaded."""
+    if row.get("embedded"):
+        return "built in"
+    if not row.get("present"):
+        return "not downloaded"
+    if row.get("verified") is False:
+        return "FAILED verification"
+    return "on disk, verified" if row.get("verified") else "on disk"

@@ -59,6 +59,7 @@ def run(args) -> int:
             device=args.device,
             progress=not args.json and sys.stderr.isatty(),
             data_dir=args.data_dir,
+            data=args.data,
             world=world,
         )
     if not world.writer:
@@ -81,8 +82,17 @@ def print_report(r: dict) -> None:
         return f"{_f(r[key])} ± {_f(se)}" if se is not None else _f(r[key])
 
     print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
+    units = r.get("units", "as stored")
+    if units != "as stored":
+        print(f"  data as the model sees it: {units}")
     print(f"  log-likelihood (K={r['k']})  {pm('log_likelihood')}   NLL {_f(r['nll'])}")
-    print(f"  bits/dim                 {_f(r['bits_per_dim'], 4)}")
+    if r.get("log_jacobian"):
+        print(
+            f"  NLL in the data's units  {_f(r['nll_original'])} per example, "
+            f"{_f(r['nll_per_dim'], 4)} nats per dimension"
+        )
+    if r.get("bits_per_dim") is not None:
+        print(f"  bits/dim                 {_f(r['bits_per_dim'], 4)}")
     if "elbo" in r:
         print(f"  ELBO                     {pm('elbo')}")
         print(f"    reconstruction         {pm('reconstruction')}")

@@ -37,6 +37,25 @@ def int_list(text: str) -> list[int]:
         ) from None
 
 
+def name_list(text: str) -> list[str]:
+    """``a,b,c`` → the column names, in order (spaces around a name are dropped)."""
+    names = [v.strip() for v in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names like a,b,c, got {text!r}")
+    return names
+
+
+def number_pair(text: str) -> list[float]:
+    """``LO,HI`` → two numbers."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LO,HI like 0,16, got {text!r}")
+    return values
+
+
 def flag_value(value: str) -> bool:
     lowered = value.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -55,8 +74,17 @@ def add_split(p: argparse.ArgumentParser, default: str = "test") -> None:
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
+    """Where the run's data is now, if it moved: a built-in set's folder, or the user's file."""
     p.add_argument(
-        "--data-dir", default=None, help="where the dataset's files are (default: as in training)"
+        "--data-dir",
+        default=None,
+        help="where a built-in dataset's files are (default: as in training)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        default=None,
+        help="the run's own data file or folder, if it moved (default: as in training)",
     )
 
 

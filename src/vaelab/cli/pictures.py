@@ -5,11 +5,11 @@ from __future__ import annotations
 from vaelab.cli.options import add_data_dir, add_run, add_split
 from vaelab.errors import VaelabError
 
-_OUT_HELP = "output .png (grid) or .npy (array)"
+_OUT_HELP = "output: images as .png (grid) or .npy; tables as .csv, .parquet or .npy"
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("sample", help="decode draws from the prior into an image grid (or .npy)")
+    p = sub.add_parser("sample", help="decode draws from the prior (an image grid, or a table)")
     add_run(p)
     p.add_argument("-n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--out", required=True, metavar="FILE", help=_OUT_HELP)
@@ -44,63 +44,107 @@ def add_parsers(sub) -> None:
 
 
 def _fits(model, count: int, out: str) -> None:
-    """Refuse, before decoding anything, ``count`` images the output could not be made of:
-    the float32 images plus the file's bytes in memory (a uint8 grid and its PNG encoding, or
-    the .npy array's copy) are about 8 bytes per value."""
+    """Refuse, before decoding anything, ``count`` examples the output could not be made of:
+    the float32 values plus the file's bytes in memory (a uint8 grid and its PNG encoding, or
+    the array's copy) are about 8 bytes per value."""
     import math
 
     from vaelab.memory import require_memory
 
     shape = "×".join(map(str, model.data_shape))
-    require_memory(8 * count * math.prod(model.data_shape), f"{out}: {count:,} images of {shape}")
+    require_memory(8 * count * math.prod(model.data_shape), f"{out}: {count:,} examples of {shape}")
 
 
-def _save(images, out: str, nrow: int | None) -> None:
+def _save(run, x, out: str, nrow: int | None, row_labels=None, keys=None) -> None:
+    """Images (model space, in [0, 1]) as a PNG grid or a .npy array in the data's units;
+    table rows as a table in the data's units, with ``keys`` columns first."""
+    from pathlib import Path
+
     from vaelab.viz import save_images
 
-    path = save_images(images, out, nrow=nrow)
+    if run.is_images:
+        if Path(out).suffix.lower() == ".npy":
+            x = run.data.prep.to_original(x)
+        path = save_images(x, out, nrow=nrow, row_labels=row_labels)
+    else:
+        from vaelab.data.writers import write_table
+
+        values = run.data.prep.to_original(x).reshape(x.shape[0], -1).float().numpy()
+        names = run.columns or [f"x{j}" for j in range(values.shape[1])]
+        columns = dict(keys or {})
+        columns.update({name: values[:, j] for j, name in enumerate(names)})
+        path = write_table(out, columns)
     print(f"wrote {path}")
+
+
+def _run(args, with_data: bool):
+    from vaelab.runs import load_run as load
+    from vaelab.use import Run
+
+    loaded = load(
+        args.run,
+        device="cpu",
+        data_dir=getattr(args, "data_dir", None),
+        data=getattr(args, "data", None),
+        split=getattr(args, "split", "test"),
+        with_data=with_data,
+    )
+    return Run(loaded)
 
 
 def sample(args) -> int:
     from vaelab.errors import positive_int
-    from vaelab.models.base import LatentVariableModel
-    from vaelab.viz.pictures import samples
 
-    model = LatentVariableModel.load(args.run)  # a model that decodes prior draws into images
-    _fits(model, positive_int("-n", args.n), args.out)
-    _save(samples(model, args.n, seed=args.seed, mean=not args.draw), args.out, args.nrow)
+    run = _run(args, with_data=False)
+    _fits(run.model, positive_int("-n", args.n), args.out)
+    x = run.sample(args.n, seed=args.seed, mean=not args.draw, units=False)
+    _save(run, x, args.out, args.nrow)
     return 0
 
 
 def reconstruct(args) -> int:
-    from vaelab.runs import load_run
+    import numpy as np
+    import torch
+
     from vaelab.viz.pictures import reconstructions
 
     if args.n < 1:
         raise VaelabError(f"-n must be >= 1, got {args.n}")
-    run = load_run(args.run, device="cpu", data_dir=args.data_dir, split=args.split)
+    run = _run(args, with_data=True)
     x = run.data.eval_data(args.split)[: args.n]
-    _save(reconstructions(run.model, x, per_row=8), args.out, 8)
+    if run.is_images:
+        rows = reconstructions(run.model, x, per_row=8)
+        _save(run, rows, args.out, 8, row_labels=["original", "reconstruction"])
+        return 0
+    with torch.no_grad():
+        recon = run.model.decode(run.model.encode(x).mean).mean
+    n = x.shape[0]
+    keys = {"row": np.tile(np.arange(n), 2), "kind": np.repeat(["original", "reconstruction"], n)}
+    _save(run, torch.cat([x, recon.to(x.dtype)]), args.out, None, keys=keys)
     return 0
 
 
 def interpolate(args) -> int:
+    import numpy as np
     import torch
 
-    from vaelab.runs import load_run
     from vaelab.viz.pictures import interpolations
 
     if args.pairs < 1:
         raise VaelabError(f"--pairs must be >= 1, got {args.pairs}")
     if args.steps < 2:
         raise VaelabError(f"--steps must be >= 2, got {args.steps}")
-    run = load_run(args.run, device="cpu", data_dir=args.data_dir, split=args.split)
+    run = _run(args, with_data=True)
     _fits(run.model, args.pairs * args.steps, args.out)
     x = run.data.eval_data(args.split)
     if x.shape[0] < 2:
         raise VaelabError(f"the {args.split} split has fewer than 2 examples")
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randint(x.shape[0], (2, args.pairs), generator=g)
-    _save(interpolations(run.model, x[idx[0]], x[idx[1]], steps=args.steps), args.out, args.steps)
+    frames = interpolations(run.model, x[idx[0]], x[idx[1]], steps=args.steps)
+    keys = {
+        "pair": np.repeat(np.arange(args.pairs), args.steps),
+        "step": np.tile(np.arange(args.steps), args.pairs),
+    }
+    _save(run, frames, args.out, args.steps, keys=keys)
     return 0

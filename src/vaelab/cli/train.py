@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 
 from vaelab.cli.evaluate import print_report
-from vaelab.cli.options import config_default, flag_value, int_list
+from vaelab.cli.options import config_default, flag_value, int_list, name_list, number_pair
 from vaelab.config.schema import (
     BINARIZE,
     ESTIMATORS,
@@ -14,6 +14,7 @@ from vaelab.config.schema import (
     OPTIMIZERS,
     PRECISIONS,
     SCHEDULES,
+    STANDARDIZE,
 )
 from vaelab.errors import VaelabError
 
@@ -24,8 +25,9 @@ FLAGS: dict[str, tuple[str, dict]] = {
     "--dataset": (
         "data.dataset",
         dict(
-            metavar="NAME|FILE",
-            help="dataset name (see `vaelab datasets`) or a .npy/.npz/.csv file",
+            metavar="NAME|PATH",
+            help="dataset name (see `vaelab datasets`), a .npy/.npz array, a "
+            ".csv/.tsv/.txt/.parquet table, or a folder of images",
         ),
     ),
     "--data-dir": (
@@ -35,11 +37,60 @@ FLAGS: dict[str, tuple[str, dict]] = {
             help="folder holding the dataset's files (default: $VAELAB_DATA or ~/.cache/vaelab)",
         ),
     ),
+    "--columns": (
+        "data.columns",
+        dict(
+            type=name_list,
+            metavar="A,B,C",
+            help="table columns to use as features (default: every numeric column)",
+        ),
+    ),
+    "--label-column": (
+        "data.label_column",
+        dict(
+            metavar="NAME",
+            help="a table column kept as each row's label, never a feature (default: none)",
+        ),
+    ),
+    "--drop-missing": (
+        "data.drop_missing",
+        dict(type=flag_value, metavar="BOOL", help="drop table rows with missing cells"),
+    ),
+    "--image-size": (
+        "data.image_size",
+        dict(
+            type=int,
+            metavar="PX",
+            help="image folders: resize to PX×PX (default: the most common size)",
+        ),
+    ),
+    "--value-range": (
+        "data.value_range",
+        dict(
+            type=number_pair,
+            metavar="LO,HI",
+            help="range of integer data, mapped to [0, 1] (default: the dtype's range for "
+            "uint8/uint16, else the training split's min and max)",
+        ),
+    ),
+    "--standardize": (
+        "data.standardize",
+        dict(
+            choices=STANDARDIZE,
+            help="per-column standardization, statistics of the training split (auto: tables)",
+        ),
+    ),
     "--binarize": (
         "data.binarize",
         dict(choices=BINARIZE, help="binarization for a Bernoulli likelihood"),
     ),
-    "--likelihood": ("model.likelihood", dict(choices=("bernoulli", "gaussian"), help="p(x|z)")),
+    "--likelihood": (
+        "model.likelihood",
+        dict(
+            choices=("bernoulli", "gaussian"),
+            help="p(x|z) (default: bernoulli for images, gaussian for tables)",
+        ),
+    ),
     "--latent-dim": ("model.latent_dim", dict(type=int, metavar="L", help="latent dimensions")),
     "--hidden": (
         "model.hidden",

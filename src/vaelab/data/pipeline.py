@@ -47,6 +47,7 @@ class DataPipeline:
         self.cfg = cfg
         self.device = torch.device(device)
         self.source = open_source(cfg, tensors)
+        self.kind = self.source.kind
         self.notices = list(self.source.notices)
         self._splits: dict[str, Split] = {}
         self._raw: dict[str, torch.Tensor] = {}
@@ -69,8 +70,22 @@ class DataPipeline:
         self.prep = preprocessing
         self._check(self.raw(primary))
 
+    @classmethod
+    def without_data(
+        cls, cfg: DataConfig, likelihood: str, device, preprocessing: Preprocessing, shape
+    ) -> DataPipeline:
+        """A pipeline that prepares rows handed to it (:meth:`prepare`) and reads no split."""
+        self = cls.__new__(cls)
+        self.cfg, self.device, self.likelihood = cfg, torch.device(device), likelihood
+        self.prep, self.data_shape, self.kind = preprocessing, tuple(shape), preprocessing.kind
+        self.source, self.notices = None, []
+        self._splits, self._raw, self._eval = {}, {}, {}
+        return self
+
     # -- loading -------------------------------------------------------------------------
     def _split(self, split: str) -> Split:
+        if self.source is None:
+            raise DataError(f"{self.cfg.dataset}: this pipeline holds no data; load the run's")
         if split not in self._splits:
             s = self.source.split(split)
             if len(s) == 0:
@@ -95,7 +110,7 @@ class DataPipeline:
         return self._split(split).ids
 
     def _default_likelihood(self, x: torch.Tensor) -> str:
-        if x.dtype == torch.uint8 or self.source.kind == "images":
+        if x.dtype == torch.uint8 or self.kind == "images":
             return "bernoulli"
         return "gaussian"
 
@@ -173,6 +188,14 @@ class DataPipeline:
             return (mean + 0.5) / self.prep.levels
         return mean / self.prep.top if self.prep.integer else mean
 
+    def model_std(self) -> torch.Tensor:
+        """The per-value standard deviation of the training data as the model sees it."""
+        x = self.raw("train").double()
+        var = x.var(0, correction=0)
+        if self.dequantized:  # (x + u)/levels: the uniform adds 1/12 of a level squared
+            return ((var + 1 / 12) / self.prep.levels**2).sqrt().float()
+        return (var.sqrt() / (self.prep.top if self.prep.integer else 1.0)).float()
+
     # -- reporting -----------------------------------------------------------------------
     @property
     def log_jacobian(self) -> float:
@@ -182,7 +205,7 @@ class DataPipeline:
     @property
     def bits_per_dim_applies(self) -> bool:
         """bits/dim is reported for images only (binary, or whole levels dequantized)."""
-        return self.source.kind == "images" and (self.likelihood == "bernoulli" or self.dequantized)
+        return self.kind == "images" and (self.likelihood == "bernoulli" or self.dequantized)
 
     def describe(self) -> dict:
         """How the data was prepared, for every reported number (saved in ``config.json``)."""
@@ -199,7 +222,7 @@ class DataPipeline:
             "dataset": self.cfg.dataset,
             "binarization": binarization,
             "dequantized": self.dequantized,
-            "kind": self.source.kind,
+            "kind": self.kind,
             "units": self.prep.units,
             "source": self.source.describe(),
             "preprocessing": self.prep.to_json(),

@@ -39,6 +39,7 @@ def evaluate_split(
         batch_size=batch_size,
         elbo_samples=elbo_samples,
         dequantized=data.dequantized,
+        levels=data.prep.levels or 256,
         seed=data.cfg.eval_seed,
         progress=progress,
         world=world,
@@ -51,6 +52,21 @@ def evaluate_split(
         "dequantized": described["dequantized"],
         "likelihood": model.config.likelihood,
         **result,
+        **in_data_units(result, data),
+    }
+
+
+def in_data_units(result: dict[str, Any], data) -> dict[str, Any]:
+    """The NLL of the data in its own units (the preprocessing's log-Jacobian added back),
+    per example and per dimension; bits/dim only where the data are images."""
+    jacobian = data.log_jacobian
+    nll = result["nll"] + jacobian
+    return {
+        "units": data.prep.units,
+        "log_jacobian": jacobian,
+        "nll_original": nll,
+        "nll_per_dim": nll / result["dims"],
+        "bits_per_dim": result["bits_per_dim"] if data.bits_per_dim_applies else None,
     }
 
 
@@ -65,11 +81,15 @@ def evaluate_run(
     progress: bool = False,
     data_dir: str | None = None,
     world: World = SINGLE,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run directory's best model on ``split``; the data prepared as in training."""
+    """Evaluate a run directory's best model on ``split``; the data prepared as in training.
+
+    ``data_dir``: where a built-in dataset's files are; ``data``: where the run's own data file
+    is, if it moved."""
     if world.active:
         device = str(world.device)  # this rank's device, chosen from --device when it joined
-    run = load_run(run_dir, device=device, data_dir=data_dir, split=split)
+    run = load_run(run_dir, device=device, data_dir=data_dir, split=split, data=data)
     report = evaluate_split(
         run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress, world=world
     )

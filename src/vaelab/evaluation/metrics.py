@@ -83,6 +83,7 @@ def evaluate_model(
     batch_size: int | None = None,
     elbo_samples: int = 1,
     dequantized: bool = False,
+    levels: int = 256,
     seed: int = 0,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     progress: bool = False,
@@ -94,7 +95,8 @@ def evaluate_model(
     ``dequantized`` says the data are ``(x + u)/256`` of 8-bit values, so bits/dim gets the
     ``log2(256)`` correction. The sampling noise comes from a generator seeded with ``seed``
     and the caller's global RNG state is restored afterwards. ``per_example=True`` adds the
-    per-example tensors (``log_px``, ``stderr``, ``elbo``) under ``"per_example"``.
+    per-example tensors (``log_px``, ``stderr``, ``elbo``, ``rec``, ``kl``) under
+    ``"per_example"``.
 
     Under torchrun (``world``) each rank computes its rows of every batch with the noise one
     process would draw for them (:mod:`vaelab.distributed`); the per-example results are
@@ -173,13 +175,13 @@ def evaluate_model(
         if k > 1
         else None,
         "nll": -log_px,
-        "bits_per_dim": bits_per_dim(-log_px, dims, dequantized=dequantized),
+        "bits_per_dim": bits_per_dim(-log_px, dims, dequantized=dequantized, levels=levels),
         "dims": dims,
         "seconds": seconds,
         "seconds_per_image": seconds / n,
     }
     if per_example:
-        result["per_example"] = {key: cat[key] for key in ("log_px", "stderr", "elbo")}
+        result["per_example"] = {key: cat[key] for key in ("log_px", "stderr", "elbo", "rec", "kl")}
     elbo_mean, elbo_se = _mean_se(cat["elbo"])
     rec, rec_se = _mean_se(cat["rec"])
     kl, kl_se = _mean_se(cat["kl"])

@@ -173,3 +173,21 @@ class LatentVariableModel(SavableModel):
             mean = torch.logit(mean.clamp(1e-3, 1 - 1e-3))
         with torch.no_grad():
             last.bias[: self.data_dim].copy_(mean)
+
+    def init_output_scale(self, data_std: torch.Tensor) -> None:
+        """Start a learned Gaussian scale at the data's spread (per dimension, or its mean for
+        one shared scale), not at ``gaussian_std``: a scale far wider than the data makes the
+        reconstruction term weak against the KL from the first steps, and the posterior
+        collapses onto the prior (every reconstruction the mean image)."""
+        from vaelab.distributions import GaussianLikelihood
+        from vaelab.distributions.normal import inverse_positive_scale
+
+        lik = self.likelihood
+        if not (isinstance(lik, GaussianLikelihood) and lik.variance in ("scalar", "per_dim")):
+            return  # Bernoulli, a fixed scale, or one the decoder predicts per example
+        std = data_std.reshape(self.data_shape).to(lik.raw_scale)
+        if lik.variance == "scalar":
+            std = std.mean()
+        std = std.clamp_min(2 * lik.min_scale + 1e-6)  # above the floor the scale cannot cross
+        with torch.no_grad():
+            lik.raw_scale.copy_(inverse_positive_scale(std, lik.min_scale))

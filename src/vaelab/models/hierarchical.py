@@ -31,7 +31,7 @@ class HierarchicalVAEConfig:
     hidden2: tuple[int, ...] = (100, 100)  # between z1 and z2
     activation: str = "tanh"
     likelihood: str = "bernoulli"
-    gaussian_variance: str = "scalar"
+    gaussian_variance: str = "per_dim"
     gaussian_std: float = 1.0
     gaussian_min_std: float = 1e-3
     prior_std: float = 1.0

@@ -34,7 +34,7 @@ class VAEConfig:
     arch: str = "mlp"  # "mlp" or "conv"
     conv_channels: tuple[int, ...] = (32, 64)
     likelihood: str = "bernoulli"  # "bernoulli" or "gaussian"
-    gaussian_variance: str = "scalar"  # fixed | scalar | per_dim | per_example
+    gaussian_variance: str = "per_dim"  # fixed | scalar | per_dim | per_example
     gaussian_std: float = 1.0  # the fixed scale, or the initial value of a learned one
     gaussian_min_std: float = 1e-3
     prior_std: float = 1.0

@@ -67,4 +67,19 @@ def finish_run(
                 f"finish the evaluation with: vaelab train --resume --out {run_dir}"
             ) from None
         atomic_write_json(path, {"run": str(run_dir), **report})
+    if warning := collapse_warning(report):
+        log(warning)
     return report
+
+
+def collapse_warning(report: dict) -> str | None:
+    """One line when fewer than a quarter of the latent units are active (posterior collapse:
+    the decoder ignores z and every reconstruction is the mean), with what to try."""
+    active, total = report.get("active_units"), report.get("latent_dim")
+    if active is None or not total or active >= total / 4:
+        return None
+    return (
+        f"warning: only {active} of {total} latent units are active (posterior collapse): try "
+        "a KL warm-up (--kl-warmup 10), a smaller β (--beta 0.5), a learned per-dimension "
+        "variance (--set model.gaussian_variance=per_dim) or a smaller --latent-dim"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
+from vaelab.data.sources import absolute_dataset
 from vaelab.device import resolve_device
 from vaelab.models.base import LatentVariableModel
 from vaelab.runs.config_file import read_run_config, saved_preprocessing
@@ -29,26 +31,40 @@ def load_run(
     device: str = "auto",
     data_dir: str | None = None,
     split: str = "test",
+    data: str | os.PathLike | None = None,
+    with_data: bool = True,
 ) -> LoadedRun:
     """The run's best model (``model.safetensors``) and its data, prepared as in training.
 
-    ``data_dir`` overrides where the dataset's files are looked up (the run may have been made
-    on another machine).
+    ``data_dir`` overrides where a built-in dataset's files are looked up, ``data`` where the
+    run's own data file is now (the run may have been made in another folder or on another
+    machine). ``with_data=False`` reads no data at all: the pipeline then only prepares rows
+    handed to it (:mod:`vaelab.use`), with the preprocessing the run recorded.
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    changes = {}
     if data_dir is not None:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=data_dir))
+        changes["data_dir"] = data_dir
+    if data is not None:
+        changes["dataset"] = absolute_dataset(str(data))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **changes))
     dev = resolve_device(device)
     model = LatentVariableModel.load(run_dir, map_location=dev)  # a model vaelab trains
     model.eval()
-    data = DataPipeline(
-        cfg.data,
-        model.config.likelihood,
-        dev,
-        primary=split,
-        preprocessing=saved_preprocessing(run_dir),
-        expect_shape=tuple(model.config.data_shape),
-        expected_by=f"the model in {run_dir}",
-    )
-    return LoadedRun(run_dir=run_dir, cfg=cfg, model=model, data=data, device=dev)
+    prep = saved_preprocessing(run_dir)
+    if with_data or prep is None:
+        pipeline = DataPipeline(
+            cfg.data,
+            model.config.likelihood,
+            dev,
+            primary=split,
+            preprocessing=prep,
+            expect_shape=tuple(model.config.data_shape),
+            expected_by=f"the model in {run_dir}",
+        )
+    else:
+        pipeline = DataPipeline.without_data(
+            cfg.data, model.config.likelihood, dev, prep, tuple(model.config.data_shape)
+        )
+    return LoadedRun(run_dir=run_dir, cfg=cfg, model=model, data=pipeline, device=dev)

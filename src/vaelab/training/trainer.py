@@ -397,3 +397,4 @@ class Trainer:
             self.model.init_output_bias(self.data.model_mean())
         except VaelabError:
             pass  # a decoder without an output bias to set (conv) starts as it is
+        self.model.init_output_scale(self.data.model_std())

@@ -14,7 +14,7 @@ from PIL import Image
 from vaelab.errors import InvalidArgumentError
 from vaelab.io import atomic_write_bytes
 
-__all__ = ["make_grid", "save_images"]
+__all__ = ["enlarge", "label_rows", "make_grid", "save_images"]
 
 _CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 _CONVERT_CHUNK = 1024  # images turned into uint8 at once
@@ -95,12 +95,44 @@ def make_grid(
     return grid[:, :, 0] if c == 1 else grid
 
 
-def save_images(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> Path:
+def label_rows(grid: np.ndarray, labels: list[str], tile_height: int, padding: int) -> np.ndarray:
+    """The grid with a white margin on its left naming each row of tiles (``labels`` cycles:
+    ``["original", "reconstruction"]`` names alternate rows)."""
+    from PIL import ImageDraw
+
+    img = Image.fromarray(grid).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    width = max(int(draw.textlength(text)) for text in labels) + 8
+    out = Image.new("RGB", (img.width + width, img.height), "white")
+    out.paste(img, (width, 0))
+    draw = ImageDraw.Draw(out)
+    rows = (grid.shape[0] - padding) // (tile_height + padding)
+    for r in range(rows):
+        middle = padding + r * (tile_height + padding) + tile_height // 2
+        draw.text((4, middle), labels[r % len(labels)], fill="black", anchor="lm")
+    return np.asarray(out)
+
+
+def enlarge(picture: np.ndarray, min_width: int) -> np.ndarray:
+    """Repeat every pixel (nearest neighbour) until the picture is at least ``min_width`` wide:
+    a grid of 28×28 digits is otherwise too small to read."""
+    factor = max(1, math.ceil(min_width / picture.shape[1]))
+    return picture.repeat(factor, 0).repeat(factor, 1) if factor > 1 else picture
+
+
+def save_images(
+    images: torch.Tensor,
+    path: str | os.PathLike,
+    nrow: int | None = None,
+    row_labels: list[str] | None = None,
+    min_width: int = 256,
+) -> Path:
     """Write images to ``path``, atomically, and return the path.
 
-    ``.png``: the :func:`make_grid` picture. ``.npy``: the images themselves, unscaled, as an
-    ``(N, C, H, W)`` array (float32 for floating point input, uint8 for uint8), readable with
-    ``np.load(path)``. The parent folder must exist.
+    ``.png``: the :func:`make_grid` picture, enlarged (nearest neighbour) to at least
+    ``min_width`` pixels, with ``row_labels`` in a margin when given. ``.npy``: the images
+    themselves, unscaled, as an ``(N, C, H, W)`` array (float32 for floating point input,
+    uint8 for uint8), readable with ``np.load(path)``. The parent folder must exist.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -112,7 +144,13 @@ def save_images(images: torch.Tensor, path: str | os.PathLike, nrow: int | None 
         raise InvalidArgumentError(f"{path}: folder {path.parent} does not exist; create it first")
     buf = io.BytesIO()
     if suffix == ".png":
-        Image.fromarray(make_grid(images, nrow=nrow)).save(buf, format="PNG")
+        x = _as_nchw(images)
+        grid = make_grid(x, nrow=nrow)
+        factor = max(1, math.ceil(min_width / grid.shape[1]))
+        grid = enlarge(grid, min_width)
+        if row_labels:
+            grid = label_rows(grid, row_labels, x.shape[2] * factor, 2 * factor)
+        Image.fromarray(grid).save(buf, format="PNG")
     else:
         x = _as_nchw(images)
         if x.dtype != torch.uint8:

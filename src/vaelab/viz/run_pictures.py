@@ -24,5 +24,6 @@ def write_run_pictures(run_dir: str | Path, model, x: torch.Tensor, seed: int = 
     samples_png, reconstructions_png = RUN_PICTURES
     written = [save_images(samples(model, 64, seed=seed), run_dir / samples_png, nrow=8)]
     recon = reconstructions(model, x[:32].cpu(), per_row=8)
-    written.append(save_images(recon, run_dir / reconstructions_png, nrow=8))
+    labels = ["original", "reconstruction"]
+    written.append(save_images(recon, run_dir / reconstructions_png, nrow=8, row_labels=labels))
     return written

@@ -1,0 +1,175 @@
+"""Using a trained run on data: latent codes, per-row scores, samples and reconstructions, in
+the data's own units.
+
+``run = vaelab.load_run(DIR)`` gives the run's model and its preprocessing. Every method takes
+*raw* rows, as the user has them: a path (read with the run's own reader settings: the same
+columns, label column, image size and channels) or an array of values as stored. The run's
+preprocessing (value range, standardization, binarization with the fixed evaluation seed) is
+applied as it was at training time, never refitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaelab.data.source import RawData
+from vaelab.data.sources import read_data
+from vaelab.errors import DataError, positive_int
+from vaelab.evaluation.metrics import evaluate_model
+from vaelab.rng import seeded
+from vaelab.runs.config_file import read_data_record
+from vaelab.runs.load import LoadedRun
+from vaelab.runs.load import load_run as _load
+
+Raw = str | os.PathLike | np.ndarray | torch.Tensor
+
+
+@dataclass
+class Rows:
+    """Data as the model sees it, with the rows' ids and labels when the file had them."""
+
+    x: torch.Tensor  # model space, prepared with the fixed evaluation seed
+    ids: np.ndarray | None
+    labels: np.ndarray | None
+
+
+@dataclass
+class Encoding:
+    """``q(z|x)`` per row, in input order: posterior means and standard deviations ``(N, L)``."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    ids: np.ndarray | None
+    labels: np.ndarray | None
+
+
+@dataclass
+class Scores:
+    """Per row, in input order and in the data's own units (the preprocessing's log-Jacobian
+    added back): the importance-sampled ``log p(x)`` with ``k`` samples and its standard error,
+    the ELBO and its two terms."""
+
+    log_px: torch.Tensor
+    log_px_stderr: torch.Tensor
+    elbo: torch.Tensor
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    k: int
+    ids: np.ndarray | None
+    labels: np.ndarray | None
+
+
+class Run:
+    """A trained run, ready to use on data (see the module docstring)."""
+
+    def __init__(self, loaded: LoadedRun):
+        self.run_dir, self.cfg, self.model = loaded.run_dir, loaded.cfg, loaded.model
+        self.data = loaded.data  # the run's pipeline and preprocessing
+        self.record = read_data_record(loaded.run_dir).get("source", {})
+
+    @property
+    def columns(self) -> list[str] | None:
+        """A table's feature names, in the model's order (None for images)."""
+        return self.record.get("columns")
+
+    @property
+    def is_images(self) -> bool:
+        return len(self.data.data_shape) == 3
+
+    def read(self, path: str | os.PathLike) -> RawData:
+        """A file or folder read as the training data was read."""
+        rec, cfg = self.record, self.cfg.data
+        if rec.get("kind") == "table":
+            cfg = dataclasses.replace(cfg, columns=rec.get("columns"))
+        elif rec.get("kind") == "images" and rec.get("image_size"):
+            cfg = dataclasses.replace(cfg, image_size=rec["image_size"][0])
+        return read_data(Path(path).expanduser(), cfg)
+
+    def rows(self, raw: Raw) -> Rows:
+        """``raw`` prepared for the model, with its ids and labels."""
+        ids = labels = None
+        if isinstance(raw, (str, os.PathLike)):
+            got = self.read(raw)
+            values, ids, labels, name = got.values, got.ids, got.labels, str(raw)
+        else:
+            values, name = raw, "the data given"
+        x = torch.as_tensor(values)
+        if x.dtype not in (torch.uint8, torch.float32):
+            x = x.to(torch.float32)
+        if x.ndim == len(self.data.data_shape):  # one row
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != self.data.data_shape:
+            raise DataError(
+                f"{name}: rows of shape {list(x.shape[1:])}, but the run's model takes "
+                f"{list(self.data.data_shape)}"
+            )
+        self.data.prep.check(x, name)
+        stored = self.data.prep.stored(x).to(self.data.device)
+        return Rows(self.data.prepare(stored), ids, labels)
+
+    @torch.no_grad()
+    def encode(self, raw: Raw, batch_size: int = 1000) -> Encoding:
+        """The posterior mean and standard deviation of every row (for a model with two
+        stochastic layers, of ``q(z1|x)``)."""
+        positive_int("batch_size", batch_size)
+        r = self.rows(raw)
+        means, stds = [], []
+        for i in range(0, r.x.shape[0], batch_size):
+            q = self.model.encode(r.x[i : i + batch_size])
+            means.append(q.mean.float().cpu())
+            stds.append(q.stddev.float().cpu())
+        return Encoding(torch.cat(means), torch.cat(stds), r.ids, r.labels)
+
+    def score(
+        self, raw: Raw, k: int = 1000, batch_size: int | None = None, progress: bool = False
+    ) -> Scores:
+        """Per-row log-likelihood (``k`` importance samples) and ELBO terms, as ``evaluate``
+        computes them (the same seed, so the same rows give the same numbers)."""
+        r = self.rows(raw)
+        out = evaluate_model(
+            self.model,
+            r.x,
+            k=k,
+            batch_size=batch_size,
+            seed=self.cfg.data.eval_seed,
+            progress=progress,
+            per_example=True,
+        )["per_example"]
+        jacobian = self.data.log_jacobian
+        return Scores(
+            log_px=out["log_px"].cpu() - jacobian,
+            log_px_stderr=out["stderr"].cpu(),
+            elbo=out["elbo"].cpu() - jacobian,
+            reconstruction=out["rec"].cpu() - jacobian,
+            kl=out["kl"].cpu(),
+            k=k,
+            ids=r.ids,
+            labels=r.labels,
+        )
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, mean: bool = True, units: bool = True):
+        """``n`` decoded prior draws: the likelihood's mean (or ``x ~ p(x|z)``), in the data's
+        own units (``units=False``: as the model sees them)."""
+        positive_int("n", n)
+        with seeded("cpu", seed):
+            x = self.model.sample(n, mean=mean, generator=torch.Generator().manual_seed(seed))
+        return self.data.prep.to_original(x) if units else x
+
+    @torch.no_grad()
+    def reconstruct(self, raw: Raw, units: bool = True) -> torch.Tensor:
+        """The decoded mean of each row's posterior mean."""
+        x = self.rows(raw).x
+        y = self.model.decode(self.model.encode(x).mean).mean
+        return self.data.prep.to_original(y) if units else y
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
+    """A trained run, ready for data (its own training data is not read)."""
+    return Run(_load(run_dir, device=device, with_data=False))
