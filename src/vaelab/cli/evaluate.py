@@ -64,6 +64,8 @@ def run(args) -> int:
         )
     if not world.writer:
         return 0  # every rank holds the report; rank 0 prints it
+    if report.get("data_changed"):
+        print(report["data_changed"], file=sys.stderr)
     if args.json:
         print(dumps_json(report))
     else:

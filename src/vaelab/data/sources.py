@@ -125,11 +125,32 @@ def _labels(labels: np.ndarray | None, pick: np.ndarray):
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of a file, or of a folder: every regular file under it, in sorted order, each
+    its relative path then its bytes (linked folders followed once each, as the reader does)."""
     h = hashlib.sha256()
+    if not path.is_dir():
+        _hash_into(h, path)
+        return h.hexdigest()
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            f = Path(root) / name
+            if f.is_file():
+                h.update(f.relative_to(path).as_posix().encode() + b"\0")
+                _hash_into(h, f)
+    return h.hexdigest()
+
+
+def _hash_into(h, path: Path) -> None:
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return h.hexdigest()
 
 
 def read_data(path: Path, cfg: DataConfig) -> RawData:

@@ -93,4 +93,6 @@ def evaluate_run(
     report = evaluate_split(
         run.model, run.data, split, k, n, batch_size, elbo_samples, progress=progress, world=world
     )
+    if run.data_changed:
+        report["data_changed"] = run.data_changed
     return {"run": str(run_dir), **report}

@@ -11,10 +11,10 @@ import torch
 
 from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
-from vaelab.data.sources import absolute_dataset
+from vaelab.data.sources import FileSource, absolute_dataset, file_sha256
 from vaelab.device import resolve_device
 from vaelab.models.base import LatentVariableModel
-from vaelab.runs.config_file import read_run_config, saved_preprocessing
+from vaelab.runs.config_file import read_data_record, read_run_config, saved_preprocessing
 
 
 @dataclass
@@ -24,6 +24,8 @@ class LoadedRun:
     model: LatentVariableModel
     data: DataPipeline
     device: torch.device
+    # set when the data file read now is not the one the run was trained on (sha256 differs)
+    data_changed: str | None = None
 
 
 def load_run(
@@ -67,4 +69,21 @@ def load_run(
         pipeline = DataPipeline.without_data(
             cfg.data, model.config.likelihood, dev, prep, tuple(model.config.data_shape)
         )
-    return LoadedRun(run_dir=run_dir, cfg=cfg, model=model, data=pipeline, device=dev)
+    changed = _data_changed(run_dir, pipeline) if with_data else None
+    return LoadedRun(run_dir, cfg, model, pipeline, dev, changed)
+
+
+def _data_changed(run_dir: Path, pipeline: DataPipeline) -> str | None:
+    """A one-line warning when the run's data file is not the file it was trained on: its
+    90/5/5 split (and so every number on it) is then of other rows. Not an error: a user may
+    mean to evaluate an edited or extended file."""
+    recorded = read_data_record(run_dir).get("source", {}).get("sha256")
+    source = pipeline.source
+    if not recorded or not isinstance(source, FileSource):
+        return None
+    if file_sha256(source.path) == recorded:
+        return None
+    return (
+        f"warning: {source.path} is not the file this run was trained on (its sha256 "
+        "differs): the splits, and every number below, are of the file as it is now"
+    )
