@@ -2,6 +2,13 @@ import os
 from pathlib import Path
 
 import pytest
+
+# vaelab sets a short OpenMP spin before torch is first imported (see vaelab/__init__.py); a
+# test module importing torch first would otherwise get libgomp's long spin, and every
+# in-process training run then slows several-fold whenever the other core is busy.
+import vaelab  # noqa: F401  (for its environment setting, before torch)
+
+# isort: split
 import torch
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,8 +15,9 @@ def add_parsers(sub) -> None:
         help="posterior mean and standard deviation of every row (embeddings)",
         description=(
             "Write q(z|x) for every row of a file, in input order: the row's id and label when "
-            "the file has them, then mean_0..mean_{L-1} and std_0..std_{L-1}. The rows are "
-            "read and prepared exactly as the run's training data."
+            "the file has them, then mean_0..mean_{L-1} and std_0..std_{L-1} (.npy: the means "
+            "and standard deviations only, an (N, 2L) array). The rows are read and prepared "
+            "exactly as the run's training data."
         ),
     )
     _common(p)
@@ -79,11 +80,11 @@ def encode(args) -> int:
 
     run, data = _open(args)
     enc = run.encode(data, batch_size=args.batch_size)
-    columns = _keys(enc.ids, enc.labels)
+    columns = {}
     for name, values in (("mean", enc.mean), ("std", enc.std)):
         for j in range(values.shape[1]):
             columns[f"{name}_{j}"] = values[:, j].numpy()
-    path = write_table(args.out, columns)
+    path = write_table(args.out, columns, _keys(enc.ids, enc.labels))
     print(f"wrote {path}: {enc.mean.shape[0]} rows, {enc.mean.shape[1]} latent dimensions")
     return 0
 
@@ -93,10 +94,10 @@ def score(args) -> int:
 
     run, data = _open(args)
     s = run.score(data, k=args.k, batch_size=args.batch_size, progress=sys.stderr.isatty())
-    columns = _keys(s.ids, s.labels)
+    columns = {}
     for name in ("log_px", "log_px_stderr", "elbo", "reconstruction", "kl"):
         columns[name] = getattr(s, name).double().numpy()  # sums of many terms: float64
-    path = write_table(args.out, columns)
+    path = write_table(args.out, columns, _keys(s.ids, s.labels))
     n = s.log_px.shape[0]
     print(f"wrote {path}: {n} rows, log p(x) with K={s.k} in the data's units")
     if args.top > 0:

@@ -71,9 +71,8 @@ def _save(run, x, out: str, nrow: int | None, row_labels=None, keys=None) -> Non
 
         values = run.data.prep.to_original(x).reshape(x.shape[0], -1).float().numpy()
         names = run.columns or [f"x{j}" for j in range(values.shape[1])]
-        columns = dict(keys or {})
-        columns.update({name: values[:, j] for j, name in enumerate(names)})
-        path = write_table(out, columns)
+        columns = {name: values[:, j] for j, name in enumerate(names)}
+        path = write_table(out, columns, keys)
     print(f"wrote {path}")
 
 

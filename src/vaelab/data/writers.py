@@ -30,18 +30,24 @@ def check_table_output(path: str | os.PathLike) -> Path:
     return path
 
 
-def write_table(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> Path:
-    """Write equal-length named columns, atomically. ``.npy`` keeps the numeric columns only,
-    as one float ``(N, columns)`` array in the given order (ids and labels need .csv/.parquet).
+def write_table(
+    path: str | os.PathLike,
+    columns: dict[str, np.ndarray],
+    keys: dict[str, np.ndarray] | None = None,
+) -> Path:
+    """Write equal-length named columns, atomically, after the ``keys`` that say which row each
+    is (ids, labels, positions). ``.npy`` holds the values only: ``columns`` as one float64
+    ``(N, columns)`` array in the given order, without the keys (which need .csv/.parquet).
     """
     path = check_table_output(path)
     suffix = path.suffix.lower()
     buf = io.BytesIO()
     if suffix == ".npy":
-        numeric = [np.asarray(v) for v in columns.values() if np.asarray(v).dtype.kind in "biuf"]
-        np.save(buf, np.stack(numeric, axis=1).astype(np.float64), allow_pickle=False)
+        values = np.stack([np.asarray(v) for v in columns.values()], axis=1)
+        np.save(buf, values.astype(np.float64), allow_pickle=False)
     else:
-        table = pa.table({name: pa.array(np.asarray(v)) for name, v in columns.items()})
+        both = {**(keys or {}), **columns}
+        table = pa.table({name: pa.array(np.asarray(v)) for name, v in both.items()})
         if suffix == ".csv":
             pa_csv.write_csv(table, buf)
         else:

@@ -1,0 +1,232 @@
+"""The answers a run gives on a user's data are the model's own numbers: ``encode`` is the
+encoder's mean of the preprocessed rows, ``score`` is ``evaluate`` row by row, the NLL in the
+data's units follows the data's units exactly, and integer images train without collapsing."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import vaelab
+from vaelab.cli import main
+from vaelab.evaluation.metrics import evaluate_model
+from vaelab.report.final import collapse_warning
+from vaelab.runs import load_run as load_with_data
+
+N, D = 200, 5
+NAMES = ["a", "b", "c", "d", "e"]
+SMALL = ["--epochs", "3", "--batch-size", "50", "--hidden", "32", "--latent-dim", "3",
+         "--quiet", "--set", "train.final_eval_k=20"]  # fmt: skip
+
+
+def _table(seed: int = 0) -> np.ndarray:
+    """Correlated float64 features on scales from 0.1 to 1000."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(N, 2)) @ rng.normal(size=(2, D)) + 0.2 * rng.normal(size=(N, D))
+    return x * np.array([0.1, 1.0, 10.0, 100.0, 1000.0])
+
+
+def _write_parquet(path, x: np.ndarray, labels=None) -> str:
+    columns = {name: x[:, j] for j, name in enumerate(NAMES)}
+    if labels is not None:
+        columns["kind"] = labels
+    pq.write_table(pa.table(columns), path)
+    return str(path)
+
+
+def _evaluate_json(run, capsys, *extra) -> dict:
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--k", "20", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def table_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    labels = np.arange(N) % 3
+    data = _write_parquet(folder / "t.parquet", _table().astype(np.float32), labels)
+    run = folder / "run"
+    assert (
+        main(["train", "--dataset", data, "--label-column", "kind", "--out", str(run), *SMALL]) == 0
+    )
+    return folder, run
+
+
+def test_encode_is_the_encoders_mean_of_the_standardized_rows_in_input_order(table_run, capsys):
+    folder, run = table_run
+    assert main(["encode", str(run), "--out", str(folder / "codes.parquet")]) == 0
+    codes = pq.read_table(folder / "codes.parquet")
+    assert codes.column("label").to_pylist() == (np.arange(N) % 3).tolist()
+
+    # the statistics are the training split's, and nothing else's
+    loaded = load_with_data(run, device="cpu")
+    train = loaded.data.source.split("train").images.double()
+    prep = loaded.data.prep
+    assert len(train) == 180
+    np.testing.assert_allclose(prep.mean, train.mean(0).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(prep.std, train.std(0, correction=0).numpy(), rtol=1e-12)
+
+    # by hand: the file's rows, standardized, through the encoder
+    raw = torch.from_numpy(_table().astype(np.float32)).double()
+    x = ((raw - torch.tensor(prep.mean)) / torch.tensor(prep.std)).float()
+    with torch.no_grad():
+        q = loaded.model.encode(x)
+    # (float32 products summed in another order by another thread count: not bit-identical)
+    close = {"rtol": 1e-5, "atol": 1e-6}
+    for j in range(3):
+        got = codes.column(f"mean_{j}").to_numpy()
+        np.testing.assert_allclose(got, q.mean[:, j].numpy(), **close)
+        got = codes.column(f"std_{j}").to_numpy()
+        np.testing.assert_allclose(got, q.stddev[:, j].numpy(), **close)
+
+    # the Python API gives the same, from the file or from an array of raw rows
+    api = vaelab.load_run(run)
+    from_array = api.encode(_table().astype(np.float32))
+    np.testing.assert_allclose(from_array.mean.numpy(), q.mean.numpy(), **close)
+    # .npy holds the numbers only: means then standard deviations
+    assert main(["encode", str(run), "--out", str(folder / "codes.npy")]) == 0
+    npy = np.load(folder / "codes.npy")
+    assert npy.shape == (N, 6)
+    np.testing.assert_allclose(npy[:, :3], q.mean.numpy(), **close)
+    np.testing.assert_allclose(npy[:, 3:], q.stddev.numpy(), **close)
+
+
+def test_score_is_evaluate_row_by_row_on_the_same_rows(table_run, capsys):
+    folder, run = table_run
+    loaded = load_with_data(run, device="cpu")
+    test = loaded.data.source.split("test")
+    data = _write_parquet(folder / "test.parquet", test.images.numpy(), test.labels.numpy())
+    out = folder / "scores.parquet"
+    capsys.readouterr()
+    assert main(["score", str(run), "--data", data, "--k", "20", "--out", str(out)]) == 0
+    scores = pq.read_table(out)
+    report = _evaluate_json(run, capsys)
+
+    # the same per-example numbers as evaluate's own computation, in the data's units
+    per = evaluate_model(
+        loaded.model, loaded.data.eval_data("test"), k=20, seed=loaded.cfg.data.eval_seed,
+        per_example=True,
+    )["per_example"]  # fmt: skip
+    jacobian = loaded.data.log_jacobian
+    assert jacobian == pytest.approx(sum(math.log(s) for s in loaded.data.prep.std))
+    log_px = scores.column("log_px").to_numpy()
+    np.testing.assert_allclose(log_px, (per["log_px"].double() - jacobian).numpy(), atol=1e-9)
+    np.testing.assert_allclose(
+        scores.column("elbo").to_numpy(), (per["elbo"].double() - jacobian).numpy(), atol=1e-9
+    )
+    # and the means are evaluate's report
+    assert -log_px.mean() == pytest.approx(report["nll_original"], rel=1e-9)
+    assert log_px.mean() + jacobian == pytest.approx(report["log_likelihood"], rel=1e-9)
+    kl = scores.column("kl").to_numpy()
+    assert kl.mean() == pytest.approx(report["kl"], rel=1e-6)
+    assert (kl >= 0).all()
+    rec = scores.column("reconstruction").to_numpy()
+    np.testing.assert_allclose(rec - kl, scores.column("elbo").to_numpy(), atol=1e-4)
+
+
+def test_score_of_binarized_images_is_evaluate_on_the_test_split(tmp_path, capsys):
+    """With a fixed binarization the draw of an example depends on its position: the test
+    rows handed to ``score`` in the split's order get the draws ``evaluate`` gave them."""
+    rng = np.random.default_rng(0)
+    images = (rng.random((N, 6, 6)) * rng.random((N, 1, 1)) * 255).astype(np.uint8)
+    np.save(tmp_path / "img.npy", images)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "img.npy"), "--out", str(run), *SMALL]) == 0
+    test = load_with_data(run, device="cpu").data.source.split("test").images
+    np.save(tmp_path / "test.npy", test.numpy())
+    out = tmp_path / "s.csv"
+    assert main(["score", str(run), "--data", str(tmp_path / "test.npy"), "--k", "20",
+                 "--out", str(out)]) == 0  # fmt: skip
+    report = _evaluate_json(run, capsys)
+    log_px = np.loadtxt(out, delimiter=",", skiprows=1, usecols=0)
+    assert log_px.shape == (10,)
+    assert -log_px.mean() == pytest.approx(report["nll"], rel=1e-9)
+    assert report["log_jacobian"] == 0  # a Bernoulli model scores probabilities: no Jacobian
+
+
+def test_rescaled_columns_shift_the_nll_in_data_units_by_the_log_scales(tmp_path, capsys):
+    """Columns multiplied by a_j (powers of two, so every step is exact in floating point):
+    the standardized data are bit-identical, so the model and its standardized NLL are too,
+    and the NLL in the data's units moves by exactly Σ log a_j."""
+    scales = np.array([2.0, 0.25, 8.0, 1.0, 1 / 16])
+    reports = []
+    for name, x in (("plain", _table()), ("scaled", _table() * scales)):
+        np.save(tmp_path / f"{name}.npy", x)
+        run = tmp_path / name
+        assert main(["train", "--dataset", str(tmp_path / f"{name}.npy"), "--out", str(run),
+                     *SMALL]) == 0  # fmt: skip
+        reports.append(_evaluate_json(run, capsys))
+    plain, scaled = reports
+    assert plain["units"].startswith("standardized")
+    assert scaled["nll"] == plain["nll"]  # standardized units: unchanged
+    shift = scaled["nll_original"] - plain["nll_original"]
+    assert shift == pytest.approx(np.log(scales).sum(), abs=1e-9)
+    assert shift != 0
+    assert scaled["nll_per_dim"] == pytest.approx(scaled["nll_original"] / D)
+    assert scaled["bits_per_dim"] is None  # a table has no bits per dimension
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """scikit-learn's 8×8 digits: grey levels stored as whole numbers 0..16."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    folder = tmp_path_factory.mktemp("digits")
+    np.save(folder / "digits.npy", datasets.load_digits().images)
+    return folder
+
+
+def test_integer_images_train_with_most_units_active_and_real_reconstructions(digits_run, capsys):
+    run = digits_run / "run"
+    args = ["train", "--dataset", str(digits_run / "digits.npy"), "--value-range", "0,16",
+            "--likelihood", "gaussian", "--latent-dim", "8", "--hidden", "128", "--epochs", "10",
+            "--batch-size", "32",
+            "--out", str(run), "--set", "train.final_eval_k=20"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "posterior collapse" not in err
+    report = json.loads((run / "eval_test.json").read_text())
+    assert report["active_units"] >= 6
+    assert report["units"] == "levels 0..16 scaled to [0, 1]"
+
+    api = vaelab.load_run(run)
+    loaded = load_with_data(run, device="cpu")
+    test = loaded.data.source.split("test").images.float()
+    train = loaded.data.source.split("train").images.float()
+    recon = api.reconstruct(test.numpy())
+    assert recon.max() > 8  # in the data's units, not [0, 1]
+    mse = ((recon - test) ** 2).mean()
+    mean_image_mse = ((train.mean(0) - test) ** 2).mean()
+    assert mse < 0.6 * mean_image_mse  # far better than the collapsed answer, the mean image
+
+    samples = api.sample(16)
+    assert samples.shape == (16, 1, 8, 8) and samples.max() > 4  # the data's units
+
+
+def test_collapse_is_warned_in_one_line(digits_run, capsys):
+    """A fixed, far too wide Gaussian makes the decoder's reconstruction term weak against the
+    KL: the posterior collapses and ``train`` says so."""
+    args = ["train", "--dataset", str(digits_run / "digits.npy"), "--value-range", "0,16",
+            "--likelihood", "gaussian", "--latent-dim", "8", "--hidden", "32", "--epochs", "2",
+            "--out", str(digits_run / "collapsed"), "--quiet", "--set", "train.final_eval_k=5",
+            "--set", "model.gaussian_variance=fixed", "--set", "model.gaussian_std=3"]  # fmt: skip
+    assert main(args) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "collapse" in line]
+    assert len(warned) == 1 and "--kl-warmup" in warned[0] and "of 8 latent units" in warned[0]
+
+
+@pytest.mark.parametrize(
+    "active, total, warns",
+    [(0, 8, True), (1, 8, True), (2, 8, False), (8, 8, False), (0, 1, True), (1, 1, False),
+     (None, 8, False), (3, 0, False)],
+)  # fmt: skip
+def test_collapse_warning_threshold_is_a_quarter(active, total, warns):
+    warning = collapse_warning({"active_units": active, "latent_dim": total})
+    assert (warning is not None) == warns
+    if warns:
+        assert f"only {active} of {total}" in warning
