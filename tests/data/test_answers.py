@@ -175,7 +175,8 @@ def test_rescaled_columns_shift_the_nll_in_data_units_by_the_log_scales(tmp_path
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     """scikit-learn's 8×8 digits: grey levels stored as whole numbers 0..16."""
-    datasets = pytest.importorskip("sklearn.datasets")
+    from sklearn import datasets
+
     folder = tmp_path_factory.mktemp("digits")
     np.save(folder / "digits.npy", datasets.load_digits().images)
     return folder
