@@ -76,7 +76,10 @@ class FileSource:
         self._values = torch.from_numpy(self.raw.values)
 
     def split(self, split: str) -> Split:
-        idx = split_indices(len(self.raw), split, seed=self.seed)
+        try:
+            idx = split_indices(len(self.raw), split, seed=self.seed)
+        except DataError as e:  # too few rows: say which file has them
+            raise DataError(f"{self.path}: {e}") from None
         pick = idx.numpy()
         return Split(
             images=self._values[idx],
