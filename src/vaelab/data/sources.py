@@ -169,6 +169,11 @@ def read_data(path: Path, cfg: DataConfig) -> RawData:
             f"{path}: --columns, --label-column and --drop-missing apply to tables "
             f"({', '.join(TABLE_SUFFIXES)}), not to {suffix or 'this file'}"
         )
+    if suffix not in ARRAY_SUFFIXES and path.is_file():
+        raise DataError(
+            f"{path}: unsupported data file type {suffix or '(no suffix)'!r} (use "
+            f"{', '.join((*ARRAY_SUFFIXES, *TABLE_SUFFIXES))}, or a folder of PNG/JPEG/BMP images)"
+        )
     return read_array(path)
 
 
