@@ -7,6 +7,7 @@ read from the dataclass that defines it, so the help cannot drift from the code.
 from __future__ import annotations
 
 import argparse
+import math
 
 from vaelab.config import DataConfig, TrainConfig
 from vaelab.models.vae import VAEConfig
@@ -51,7 +52,7 @@ def number_pair(text: str) -> list[float]:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 2:
+    if len(values) != 2 or not all(math.isfinite(v) for v in values):
         raise argparse.ArgumentTypeError(f"expected LO,HI like 0,16, got {text!r}")
     return values
 
