@@ -91,7 +91,10 @@ def encode(args) -> int:
 
 def score(args) -> int:
     from vaelab.data.writers import write_table
+    from vaelab.errors import InvalidArgumentError
 
+    if args.top < 0:  # before any work
+        raise InvalidArgumentError(f"--top must be >= 0 (0: print none), got {args.top}")
     run, data = _open(args)
     s = run.score(data, k=args.k, batch_size=args.batch_size, progress=sys.stderr.isatty())
     columns = {}
