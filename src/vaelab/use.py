@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.data.images import read_image_folder
 from vaelab.data.source import RawData
 from vaelab.data.sources import read_data
+from vaelab.data.tables import TABLE_SUFFIXES
 from vaelab.errors import DataError, positive_int
 from vaelab.evaluation.metrics import evaluate_model
 from vaelab.rng import seeded
@@ -85,11 +87,19 @@ class Run:
     def read(self, path: str | os.PathLike) -> RawData:
         """A file or folder read as the training data was read."""
         rec, cfg = self.record, self.cfg.data
+        path = Path(path).expanduser()
+        if path.is_dir() and rec.get("kind") == "images" and rec.get("image_size"):
+            # the run's image size (height, width) and channel count: a grey folder for an RGB
+            # run is replicated to RGB, as it would have been in training
+            size = tuple(rec["image_size"])
+            return read_image_folder(path, image_size=size, channels=rec.get("channels"))
+        if path.suffix.lower() not in TABLE_SUFFIXES:
+            # the run's column choices are a table's; an array of raw rows has none
+            bare = dataclasses.replace(cfg, columns=None, label_column=None, drop_missing=False)
+            return read_data(path, bare)
         if rec.get("kind") == "table":
             cfg = dataclasses.replace(cfg, columns=rec.get("columns"))
-        elif rec.get("kind") == "images" and rec.get("image_size"):
-            cfg = dataclasses.replace(cfg, image_size=rec["image_size"][0])
-        return read_data(Path(path).expanduser(), cfg)
+        return read_data(path, cfg)
 
     def rows(self, raw: Raw) -> Rows:
         """``raw`` prepared for the model, with its ids and labels."""
