@@ -115,8 +115,6 @@ class Trainer:
         self.data = DataPipeline(
             self.cfg.data, model_likelihood(self.cfg), self.device, tensors=tensors
         )
-        for notice in self.data.notices:
-            self.log(notice)
         # the likelihood the data called for is part of the run's model from here on
         self.cfg.model = {**self.cfg.model, "likelihood": self.data.likelihood}
         torch.manual_seed(t.seed)
@@ -138,6 +136,10 @@ class Trainer:
         self.data_gen = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.state = TrainState()
         self.metrics = MetricsLog(self.run_dir)
+        # what the reader and the preprocessing decided, once nothing more can refuse the data
+        # or the model: a refused command says one line, not the notices and then the error
+        for notice in self.data.notices:
+            self.log(notice)
         world.barrier()  # every rank has looked at the run directory before rank 0 changes it
 
     # -- the run -------------------------------------------------------------------------
