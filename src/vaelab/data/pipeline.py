@@ -119,7 +119,14 @@ class DataPipeline:
         if self.likelihood == "bernoulli":
             if d.binarize == "none":
                 if not is_binary(x):
-                    kind = "grey pixels (0..255)" if p.integer else "values other than 0/1"
+                    kind = "values other than 0/1"
+                    if p.integer:
+                        lo, hi = p.value_range
+                        kind = (
+                            "grey pixels (0..255)"
+                            if (lo, hi) == (0, 255)
+                            else f"integer levels {lo:g}..{hi:g}"
+                        )
                     raise DataError(
                         f"{name} has {kind}, but the bernoulli likelihood is for binary data: "
                         "choose --binarize dynamic (or fixed), or --likelihood gaussian"
