@@ -70,7 +70,7 @@ FLAGS: dict[str, tuple[str, dict]] = {
             type=number_pair,
             metavar="LO,HI",
             help="range of integer data, mapped to [0, 1] (default: the dtype's range for "
-            "uint8/uint16, else the training split's min and max)",
+            "uint8/uint16, else the data's min and max)",
         ),
     ),
     "--standardize": (

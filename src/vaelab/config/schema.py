@@ -40,7 +40,7 @@ class DataConfig:
     drop_missing: bool = False  # drop table rows with missing cells (default: an error)
     image_size: int | None = None  # image folders: side in pixels (default: the most common)
     # integer data (images stored as 0..16 or 0..65535, ...) is mapped to [0, 1] from this
-    # [lo, hi]; default: the dtype's range for uint8/uint16, else the training split's min/max
+    # [lo, hi]; default: the dtype's range for uint8/uint16, else the data's min/max (every split)
     value_range: list[float] | None = None
     # per-column standardization of continuous data (statistics of the training split):
     # auto = tables, on, off. Reported NLLs add its log-Jacobian back (original units).

@@ -61,12 +61,17 @@ class DataPipeline:
             )
         self.likelihood = likelihood or self._default_likelihood(first)
         if preprocessing is None:
-            stored_dtype = getattr(self.source, "raw", None)
-            stored_dtype = stored_dtype.details.get("stored_dtype") if stored_dtype else None
+            raw = getattr(self.source, "raw", None)  # a user's file: every row is in memory
+            stored_dtype = raw.details.get("stored_dtype") if raw is not None else None
+            every = torch.from_numpy(raw.values) if raw is not None else None
             preprocessing = Preprocessing.fit(
                 cfg, self.source.kind, self.likelihood, self._split("train").images,
-                stored_dtype, self.notices,
+                stored_dtype, self.notices, every=every,
             )  # fmt: skip
+            if every is not None:
+                # the valid and test rows too, now: refused later, they would stop training
+                # midway or the test evaluation, after the run folder was written
+                preprocessing.check(every, cfg.dataset)
         self.prep = preprocessing
         self._check(self.raw(primary))
 

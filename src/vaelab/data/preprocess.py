@@ -45,9 +45,16 @@ class Preprocessing:
         train: torch.Tensor,
         stored_dtype: str | None = None,
         notices: list[str] | None = None,
+        every: torch.Tensor | None = None,
     ) -> Preprocessing:
-        """Decide the preprocessing from the config, the likelihood and the training split."""
+        """Decide the preprocessing from the config, the likelihood and the training split.
+
+        ``every``: all rows of the file, every split. An integer value range that is not given
+        is their min and max, so that it holds the valid and test rows too (the training
+        split's alone would refuse a test row above its largest value, after training).
+        Standardization statistics come from the training split only."""
         notices = notices if notices is not None else []
+        seen = every if every is not None else train
         name = cfg.dataset
         integral = _integral(train)
         value_range = cfg.value_range
@@ -60,14 +67,14 @@ class Preprocessing:
             integer = integral and all(float(v).is_integer() for v in value_range)
         elif kind == "images" and integral and float(train.max()) > 1:
             integer = True
-            value_range = [float(train.min()), float(train.max())]
+            value_range = [float(seen.min()), float(seen.max())]
             notices.append(
                 f"{name}: read as whole levels {value_range[0]:g}..{value_range[1]:g} mapped to "
                 "[0, 1] (set --value-range LO,HI if the scale is wider)"
             )
         elif (stored_dtype or "float").startswith(("int", "uint")) and integral:
             integer = True
-            value_range = [float(train.min()), float(train.max())]
+            value_range = [float(seen.min()), float(seen.max())]
             notices.append(f"{name}: integer data, levels {value_range[0]:g}..{value_range[1]:g}")
         standardize = cfg.standardize == "on" or (
             cfg.standardize == "auto"
