@@ -314,6 +314,38 @@ def _score(t: Path, run: str, data: str | None, out: str = "scores.csv", *extra:
     return argv + (["--data", data] if data is not None else [])
 
 
+def _levels_with_one_outlier(split: str) -> str:
+    """Levels 0..9, but one row of ``split`` holds a 16."""
+    from vaelab.data.arrays import split_indices
+
+    rows = [f"{i % 10},{(3 * i) % 10}" for i in range(N_ROWS)]
+    rows[int(split_indices(N_ROWS, split, seed=0)[0])] = "16,3"
+    return "a,b\n" + "\n".join(rows) + "\n"
+
+
+def _outlier_in_valid(t: Path, o: str):
+    path = _write(t, "levels.csv", _levels_with_one_outlier("valid"))
+    # refused before the run folder is touched, not after the first epoch
+    return _train(o, path, "--value-range", "0,10"), [
+        path,
+        "values in [0, 16] fall outside the value range [0, 10]",
+    ]
+
+
+def _overwrite_with_an_outlier_in_test(t: Path, o: str):
+    path = _write(t, "levels.csv", _levels_with_one_outlier("test"))
+    argv = ["train", "--out", str(t / "trun"), "--overwrite", "--dataset", path]
+    return [*argv, "--value-range", "0,10", *QUICK], [path, "outside the value range [0, 10]"]
+
+
+def _int_levels_bernoulli(t: Path, o: str):
+    x = _rng().integers(0, 1000, (N_ROWS, 5)).astype(np.int16)
+    x[:, 0], x[:, 1] = 0, 999
+    path = _npy(t, "counts.npy", x)
+    argv = _train(o, path, "--likelihood", "bernoulli", "--binarize", "none")
+    return argv, [path, "has integer levels 0..999", "--binarize dynamic"]
+
+
 CASES: dict[str, Case] = {
     # ---- tables: what is in the cells
     "non-numeric-column": lambda t, o: (
@@ -425,6 +457,16 @@ CASES: dict[str, Case] = {
             "bernoulli",
         ),
         [p, "standardized values are not probabilities", "--standardize on"],
+    ),
+    "value-outside-the-range-in-the-valid-split": _outlier_in_valid,
+    "overwrite-with-a-value-outside-the-range-in-the-test-split": (
+        _overwrite_with_an_outlier_in_test
+    ),
+    "integer-levels-bernoulli-binarize-none": _int_levels_bernoulli,
+    # a reader's notice (the index column dropped) is not printed before the error
+    "notice-then-a-refused-model": lambda t, o: (
+        _train(o, _write(t, "idx.csv", _indexed()), "--arch", "conv"),
+        ["the conv architecture needs images shaped (C, H, W), got (2,)"],
     ),
     # ---- other files
     "parquet-that-is-csv": lambda t, o: (
@@ -772,3 +814,23 @@ def test_grey_folder_for_an_rgb_run_is_read_in_the_runs_channels(tmp_path, capsy
     assert code == 0, err
     codes = pa_csv.read_csv(tmp_path / "codes.csv").to_pydict()
     assert codes["id"] == ["00.png", "01.png", "02.png"] and len(codes["mean_0"]) == 3
+
+
+def test_an_observed_integer_range_covers_every_split(tmp_path, capsys):
+    """int16 counts whose largest value is in a test row only: the observed range is the
+    file's, so training and the test evaluation both work (it was the training split's, and
+    the test evaluation was skipped without a word; ``evaluate`` then refused the run)."""
+    from vaelab.data.arrays import split_indices
+
+    x = np.tile(np.arange(5, dtype=np.int16) * 100, (N_ROWS, 1))
+    x[int(split_indices(N_ROWS, "test", seed=0)[0]), 0] = 999
+    data = _npy(tmp_path, "counts.npy", x)
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run), "--dataset", data, *QUICK, "--set", "train.final_eval_n=2"]
+    code, _, err = run_cli(capsys, argv)
+    assert code == 0, err
+    assert "levels 0..999" in err
+    assert _record(run)["preprocessing"]["value_range"] == [0, 999]
+    assert (run / "eval_test.json").is_file()
+    code, _, err = run_cli(capsys, ["evaluate", str(run), "--k", "5"])
+    assert code == 0, err
