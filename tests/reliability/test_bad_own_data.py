@@ -665,13 +665,14 @@ def _record(run: Path) -> dict:
 
 
 def _missing_dropped(t: Path):
+    """Two rows with an NA cell, dropped with a notice."""
     text = "a,b,c\n" + "".join(f"{i},{'NA' if i in (3, 9) else i * 2},{i % 5}\n" for i in range(40))
-    return [
-        "--dataset",
-        _write(t, "holes.csv", text),
-        "--drop-missing",
-        "true",
-    ], lambda r: r["source"]["n_rows_dropped"] == 2 and r["source"]["shape"] == [38, 3]
+    argv = ["--dataset", _write(t, "holes.csv", text), "--drop-missing", "true"]
+
+    def check(r: dict) -> bool:
+        return r["source"]["n_rows_dropped"] == 2 and r["source"]["shape"] == [38, 3]
+
+    return argv, check
 
 
 def _mixed_folder(t: Path) -> Path:
