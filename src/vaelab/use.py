@@ -98,7 +98,9 @@ class Run:
             bare = dataclasses.replace(cfg, columns=None, label_column=None, drop_missing=False)
             return read_data(path, bare)
         if rec.get("kind") == "table":
-            cfg = dataclasses.replace(cfg, columns=rec.get("columns"))
+            # every input row gets its answer, in order: a row with a missing cell is refused
+            # (naming it), never dropped as --drop-missing did for training
+            cfg = dataclasses.replace(cfg, columns=rec.get("columns"), drop_missing=False)
         return read_data(path, cfg)
 
     def rows(self, raw: Raw) -> Rows:

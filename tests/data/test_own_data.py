@@ -231,3 +231,23 @@ def test_an_edited_data_file_is_evaluated_with_a_warning(tmp_path, monkeypatch, 
     edited = capsys.readouterr()
     assert "not the file this run was trained on" in json.loads(edited.out)["data_changed"]
     assert edited.err.count("\n") == 1 and "x.csv" in edited.err
+
+
+def test_encode_answers_every_row_or_refuses_the_file(tmp_path, monkeypatch, capsys):
+    """A run trained with --drop-missing still answers row for row: a file with a missing cell
+    is refused by name, never answered with fewer rows than it has."""
+    monkeypatch.chdir(tmp_path)
+    x, y = _table()
+    text = _csv_text(x, y).splitlines()
+    text[5] = ",".join(["", *text[5].split(",")[1:]])  # a hole in row 5's first column
+    (tmp_path / "holes.csv").write_text("\n".join(text) + "\n")
+    args = ["train", "--dataset", "holes.csv", "--label-column", "kind", "--out", "run", *TINY]
+    assert main([*args, "--drop-missing", "true"]) == 0
+    capsys.readouterr()
+    assert main(["encode", "run", "--out", "codes.csv"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holes.csv" in err and "'alpha'" in err
+    assert not (tmp_path / "codes.csv").exists()
+    _csv_header(tmp_path)  # the same rows without the hole: one answer per row
+    assert main(["encode", "run", "--data", "x.csv", "--out", "codes.csv"]) == 0
+    assert _read_table(tmp_path / "codes.csv").num_rows == N
