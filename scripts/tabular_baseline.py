@@ -83,8 +83,10 @@ def main() -> int:
         rows.append((name, tr.shape[1], len(tr), len(te), report["nll_original"],
                      report["log_likelihood_stderr"], g.mean(), g.std() / math.sqrt(len(g)),
                      report["active_units"]))  # fmt: skip
-    print("| data | features | train rows | test rows | VAE NLL/row (K=%d) | full-cov Gaussian "
-          "NLL/row | active units |" % args.k)
+    print(
+        f"| data | features | train rows | test rows | VAE NLL/row (K={args.k}) | "
+        "full-cov Gaussian NLL/row | active units |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, d, ntr, nte, vae, vae_se, gau, gau_se, active in rows:
         print(f"| {name} | {d} | {ntr} | {nte} | {vae:.2f} ± {vae_se:.2f} | "
