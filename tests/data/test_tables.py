@@ -462,7 +462,7 @@ def test_unreadable_file_by_mode(tmp_path):
         ({"columns": "a"}, "list of column names"),
         ({"columns": []}, "columns is empty"),
         ({"columns": ["a", "a"]}, "'a' more than once"),
-        ({"columns": ["a"], "label_column": "a"}, "both the label_column and a feature"),
+        ({"columns": ["a"], "label_column": "a"}, "both the --label-column and a feature"),
         ({"label_column": 3}, "label_column must be a column name"),
         ({"drop_missing": "yes"}, "drop_missing must be True or False"),
         ({"header": "auto"}, "header must be None, True or False"),

@@ -420,11 +420,11 @@ CASES: dict[str, Case] = {
     ),
     "label-column-also-a-feature": lambda t, o: (
         _train(o, _write(t, "rows.csv", _rows()), "--columns", "c0,c1", "--label-column", "c1"),
-        ["column 'c1' cannot be both the label_column and a feature"],
+        ["column 'c1' cannot be both the --label-column and a feature"],
     ),
     "columns-twice": lambda t, o: (
         _train(o, _write(t, "rows.csv", _rows()), "--columns", "c0,c1,c0"),
-        ["columns names 'c0' more than once"],
+        ["--columns names 'c0' more than once"],
     ),
     "columns-on-an-array": lambda t, o: (
         _train(o, p := _npy(t, "x.npy", _rng().random((N_ROWS, 5))), "--columns", "c0"),

@@ -136,10 +136,10 @@ def _check_arguments(columns, label_column, drop_missing, header) -> list[str] |
         raise InvalidArgumentError("columns is empty: name at least one feature column")
     repeated = [c for c, k in Counter(wanted).items() if k > 1]
     if repeated:
-        raise InvalidArgumentError(f"columns names {_names(repeated)} more than once")
+        raise InvalidArgumentError(f"--columns names {_names(repeated)} more than once")
     if label_column in wanted:
         raise InvalidArgumentError(
-            f"column {label_column!r} cannot be both the label_column and a feature"
+            f"column {label_column!r} cannot be both the --label-column and a feature (--columns)"
         )
     return wanted
 
