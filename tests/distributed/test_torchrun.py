@@ -32,7 +32,9 @@ from vaelab.cli import main
 from vaelab.training.checkpoint import read_checkpoint
 
 WEIGHTS_TOL = 1e-5  # relative L2 of the weights after 328 steps (see the module docstring)
-METRIC_TOL = 1e-6  # relative, per epoch: the same sums, reduced in another order
+# relative, per epoch: the same sums reduced in another order, of weights that may differ by
+# WEIGHTS_TOL (seen: 1.1e-6 on a validation KL); a rank-0-only sum would be off by ~50%
+METRIC_TOL = 1e-5
 KILL_DEADLINE_S = 60
 
 EPOCHS = 8  # 328 steps
@@ -334,6 +336,8 @@ def test_evaluate_command_under_torchrun_prints_the_one_process_report(runs, cap
         if key in ("seconds", "seconds_per_image"):
             continue
         if isinstance(value, float | list):
-            assert ranks[key] == pytest.approx(value, rel=0, abs=1e-6), key
+            # each per-example value agrees within 1e-6 (the test above), so a mean does too,
+            # and a difference of two means (the gap) within twice that
+            assert ranks[key] == pytest.approx(value, rel=0, abs=2e-6), key
         else:
             assert ranks[key] == value, key

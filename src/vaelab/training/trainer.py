@@ -136,9 +136,7 @@ class Trainer:
         self.data_gen = torch.Generator(device=self.device).manual_seed(t.seed + 1)
         self.state = TrainState()
         self.metrics = MetricsLog(self.run_dir)
-        # what the reader and the preprocessing decided, once nothing more can refuse the data
-        # or the model: a refused command says one line, not the notices and then the error
-        for notice in self.data.notices:
+        for notice in self.data.notices:  # now that nothing can refuse the run: one-line errors
             self.log(notice)
         world.barrier()  # every rank has looked at the run directory before rank 0 changes it
 
