@@ -79,7 +79,7 @@ def _proposal(kind: str, best: Distribution, encoder: Distribution) -> Distribut
     parts = Independent(
         Normal(torch.stack([loc, loc], -2), torch.stack([scale, DEFENSIVE_SCALE * scale], -2)), 1
     )  # batch (B, 2): the two halves
-    half = torch.full(loc.shape[:-1] + (2,), 0.5, dtype=loc.dtype, device=loc.device)
+    half = torch.full((*loc.shape[:-1], 2), 0.5, dtype=loc.dtype, device=loc.device)
     return MixtureSameFamily(Categorical(probs=half), parts)
 
 
@@ -105,8 +105,9 @@ def inference_gaps(
     ``q`` is the amortized posterior to judge (default: the model's encoder, ``encode(x)``; pass
     one for a model without an encoder, such as a linear-Gaussian model with a hand-made one).
     ``proposal``: the importance samples of ``log p(x)`` come from the defensive mixture around
-    ``q*`` (``"defensive"``), from ``q*`` itself (``"best"``) or from ``q`` (``"encoder"``). The noise comes from generators seeded with ``seed``; the caller's random state is
-    left as it was. See the module docstring for what each number estimates.
+    ``q*`` (``"defensive"``), from ``q*`` itself (``"best"``) or from ``q`` (``"encoder"``).
+    The noise comes from generators seeded with ``seed``; the caller's random state is left as
+    it was. See the module docstring for what each number estimates.
     """
     positive_int("k", k)
     positive_int("elbo_samples", elbo_samples)
