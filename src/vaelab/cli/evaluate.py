@@ -109,7 +109,7 @@ def print_gaps(r: dict) -> None:
 
     how = "exact" if r["elbo_samples"] is None else f"{r['elbo_samples']} samples"
     print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
-    print(f"  log p(x) (K={r['k']}, proposal q*)   {pm('log_likelihood')}")
+    print(f"  log p(x) (K={r['k']}, around q*)    {pm('log_likelihood')}")
     print(f"  ELBO of the best Gaussian q*     {pm('elbo_best')}   ({how})")
     print(f"  ELBO of the encoder q(z|x)       {pm('elbo')}   ({how})")
     print(f"  approximation gap  log p − ELBO(q*)          {pm('approximation_gap')} nats")
