@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from vaelab.training import TrainingInterrupted
 
     who, speaks_for_job = _speaker()
+    # recorded in the run's config.json by the commands that write one
+    args.command_line = ["vaelab", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.func(args)
     except TrainingInterrupted as e:

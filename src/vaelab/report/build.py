@@ -23,14 +23,13 @@ from vaelab.io import atomic_write_bytes, read_json
 from vaelab.report import model_views, run_info
 from vaelab.report.html import Section, page, paragraph
 from vaelab.runs.config_file import read_data_record, read_run_config
-from vaelab.runs.layout import CONFIG_FILE, EVAL_FILE
+from vaelab.runs.layout import CONFIG_FILE, EVAL_FILE, REPORT_FILE
 from vaelab.runs.load import load_run
 from vaelab.runs.lock import run_lock
 from vaelab.runs.metrics import MetricsLog
 from vaelab.runs.ownership import claim
 from vaelab.viz.run_pictures import is_image_shape
 
-REPORT_FILE = "report.html"
 SPLIT = "test"
 
 
