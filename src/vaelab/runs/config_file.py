@@ -18,7 +18,6 @@ from vaelab.io import atomic_write_json, read_json
 from vaelab.models.base import MODEL_REGISTRY
 from vaelab.runs.layout import CONFIG_FILE
 
-
 # The command line of the `vaelab` process writing the run (set by the CLI; None from Python).
 _COMMAND: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "vaelab_command", default=None
