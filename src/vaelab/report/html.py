@@ -34,6 +34,7 @@ figcaption, .note { color: #555; font-size: 0.9em; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em;
       white-space: pre-wrap; word-break: break-all; }
 nav a { margin-right: 0.8em; }
+summary { cursor: pointer; color: #1f4e8c; margin: 0.6em 0; }
 """
 
 

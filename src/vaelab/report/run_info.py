@@ -80,7 +80,12 @@ def run_section(run_dir, meta: dict, data_record: dict, metrics: list[dict]) -> 
         ],
     ]
     body = table(["", ""], rows)
-    body += "<h3>config.json</h3>" + preformatted(json.dumps(meta, indent=1, sort_keys=True))
+    # folded: a table run's config holds its per-column statistics, pages of numbers
+    body += (
+        "<details><summary>config.json (the whole run config, as saved)</summary>"
+        + preformatted(json.dumps(meta, indent=1, sort_keys=True))
+        + "</details>"
+    )
     return Section("run", "The run", body)
 
 
