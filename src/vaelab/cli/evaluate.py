@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="examples per batch (default: 100 for K>100, else 1000)",
+        help="examples per batch (default: 100 for K>100, else 1000; 500 with --gaps)",
     )
     add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
@@ -83,8 +83,14 @@ def run(args) -> int:
 
 
 def _run_gaps(args) -> int:
+    from vaelab.distributed import launched_rank
+    from vaelab.errors import InvalidArgumentError
     from vaelab.evaluation.gaps import gaps_for_split
     from vaelab.runs.load import load_run
+
+    placed = launched_rank()
+    if placed is not None and placed[1] > 1:  # each rank would fit and print the same examples
+        raise InvalidArgumentError("--gaps runs in one process: start it without torchrun")
 
     run = load_run(
         args.run, device=args.device, data_dir=args.data_dir, split=args.split, data=args.data

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 80  # small files: a report holds a dozen figures and stays a few hundred kB
 
@@ -87,6 +88,7 @@ def kl_per_dimension(kl: np.ndarray, active: np.ndarray, threshold: float) -> by
     idx = np.arange(len(kl))
     colors = np.where(active, "#1f77b4", "#c7c7c7")
     ax.bar(idx, kl, color=colors)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL (nats)")
     ax.set_title(

@@ -63,7 +63,8 @@ def with_se(mean, se, digits: int = 3) -> str:
 def table(header: list[str], rows: list[list], numeric: set[int] | None = None) -> str:
     """A table; cells are escaped unless given as :class:`Markup` (already-built HTML)."""
     numeric = numeric or set()
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    # a table of name/value pairs has no header worth a row
+    head = "".join(f"<th>{esc(h)}</th>" for h in header) if any(header) else ""
     body = []
     for row in rows:
         cells = []
@@ -72,7 +73,8 @@ def table(header: list[str], rows: list[list], numeric: set[int] | None = None) 
             cls = ' class="num"' if i in numeric else ""
             cells.append(f"<td{cls}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    return f"<table>{thead}<tbody>{''.join(body)}</tbody></table>"
 
 
 @dataclass(frozen=True)
