@@ -70,6 +70,18 @@ def test_a_run_that_recorded_no_command_or_versions_says_so(mnist_run, tmp_path)
     assert "torch version</td><td>not recorded" in text
 
 
+def test_a_run_whose_data_moved_still_gets_the_sections_that_need_no_data(table_run, tmp_path):
+    run = shutil.copytree(table_run, tmp_path / "moved")
+    meta = json.loads((run / "config.json").read_text())
+    meta["run"]["data"]["dataset"] = str(tmp_path / "gone.csv")
+    (run / "config.json").write_text(json.dumps(meta))
+    text = build_report(run)
+    for key in ("run", "curves", "evaluation", "data"):
+        assert f'<section id="{key}">' in text, key
+    assert "Sections that need the data are left out" in text and "gone.csv" in text
+    assert '<section id="latents">' not in text
+
+
 def test_table_report_shows_hostile_names_as_text_and_lists_the_least_likely_rows(table_run):
     text = (table_run / REPORT_FILE).read_text()
     assert "<script" not in text.lower()
@@ -79,5 +91,6 @@ def test_table_report_shows_hostile_names_as_text_and_lists_the_least_likely_row
     for key in ("samples", "reconstructions", "likelihood", "latents"):
         assert f'<section id="{key}">' in text, key
     assert "interpolations" not in text  # images only
-    assert "Least likely rows" in text and "cultivar_" in text
+    assert "Least likely rows" in text and "(label &lt;i&gt;cultivar_" in text
+    assert "<i>" not in text
     assert HOSTILE_COLUMN not in text and HOSTILE_RUN not in text

@@ -90,3 +90,25 @@ def test_train_no_report_writes_none(tmp_path):
     out = tmp_path / "r"
     assert main(["train", "--out", str(out), "--epochs", "1", "--no-report", *TINY]) == 0
     assert (out / "eval_test.json").is_file() and not (out / REPORT_FILE).exists()
+
+
+def test_report_gaps_computes_them_and_shows_them(mnist_run, tmp_path, capsys):
+    torch.set_num_threads(1)  # see test_evaluate_gaps_json_adds_up_and_the_report_shows_it
+    out = tmp_path / "g.html"
+    argv = [
+        "report",
+        str(mnist_run),
+        "--out",
+        str(out),
+        "--gaps",
+        "--gaps-n",
+        "10",
+        "--gaps-k",
+        "50",
+    ]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert '<section id="gaps">' in text and "first 10 of the test split" in text
+    assert "approximation gap log p(x) − ELBO(q*)" in text
+    assert main([*argv, "--gaps-json", str(tmp_path / "x.json")]) == 2  # one or the other
+    assert "give one" in capsys.readouterr().err
