@@ -79,6 +79,8 @@ def train_args(epochs: int = EPOCHS) -> list[str]:
         "--device",
         "cpu",
         "--quiet",
+        # training only: no test evaluation and no report.html (written after training)
+        "--no-report",
         "--set",
         "train.final_eval_n=0",
         "--set",

@@ -1,7 +1,7 @@
 """The ``vaelab`` command line: parse, build a config, call the library.
 
 One module per command family (``train``, ``evaluate``, ``pictures``, ``answers``,
-``datasets``); shared
+``report``, ``datasets``); shared
 options in ``options``. Every user mistake is one line on stderr and exit status 2
 (``--debug`` shows the traceback).
 """
@@ -13,7 +13,7 @@ import os
 import sys
 
 from vaelab._version import __version__
-from vaelab.cli import answers, datasets, evaluate, pictures, train
+from vaelab.cli import answers, datasets, evaluate, pictures, report, train
 from vaelab.errors import VaelabError
 
 EXIT_USAGE = 2
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_parser(sub)
     pictures.add_parsers(sub)
     answers.add_parsers(sub)
+    report.add_parser(sub)
     datasets.add_parser(sub)
     return parser
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from vaelab.training import TrainingInterrupted
 
     who, speaks_for_job = _speaker()
+    # recorded in the run's config.json by the commands that write one
+    args.command_line = ["vaelab", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.func(args)
     except TrainingInterrupted as e:

@@ -7,6 +7,8 @@ import sys
 from vaelab.cli.options import add_data_dir, add_json, add_run, add_split
 from vaelab.io import dumps_json
 
+GAPS_N = 500  # examples for --gaps: each is fitted by 2,000 optimizer steps
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -37,15 +39,24 @@ def add_parser(sub) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="examples per batch (default: 100 for K>100, else 1000)",
+        help="examples per batch (default: 100 for K>100, else 1000; 500 with --gaps)",
     )
     add_data_dir(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    p.add_argument(
+        "--gaps",
+        action="store_true",
+        help="instead: the approximation and amortization gaps (Cremer et al. 2018) on the "
+        f"first N examples (--n, here {GAPS_N} unless given): log p(x), the encoder's ELBO and "
+        "the ELBO of the best Gaussian fitted to each example (default: off)",
+    )
     add_json(p, "a table; with --json, one JSON object")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.gaps:
+        return _run_gaps(args)
     from vaelab import distributed
     from vaelab.evaluation.evaluate import evaluate_run
 
@@ -71,6 +82,46 @@ def run(args) -> int:
     else:
         print_report(report)
     return 0
+
+
+def _run_gaps(args) -> int:
+    from vaelab.distributed import launched_rank
+    from vaelab.errors import InvalidArgumentError
+    from vaelab.evaluation.gaps import gaps_for_split
+    from vaelab.runs.load import load_run
+
+    placed = launched_rank()
+    if placed is not None and placed[1] > 1:  # each rank would fit and print the same examples
+        raise InvalidArgumentError("--gaps runs in one process: start it without torchrun")
+
+    run = load_run(
+        args.run, device=args.device, data_dir=args.data_dir, split=args.split, data=args.data
+    )
+    report = gaps_for_split(
+        run.model, run.data, args.split, n=args.n or GAPS_N, k=args.k,
+        batch_size=args.batch_size or 500,
+    )  # fmt: skip
+    report = {"run": str(args.run), **report}
+    if args.json:
+        print(dumps_json(report))
+    else:
+        print_gaps(report)
+    return 0
+
+
+def print_gaps(r: dict) -> None:
+    """The gaps as a table: each line a mean over the examples ± its standard error."""
+
+    def pm(key):
+        return f"{_f(r[key])} ± {_f(r.get(f'{key}_stderr'))}"
+
+    how = "exact" if r["elbo_samples"] is None else f"{r['elbo_samples']} samples"
+    print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
+    print(f"  log p(x) (K={r['k']}, around q*)    {pm('log_likelihood')}")
+    print(f"  ELBO of the best Gaussian q*     {pm('elbo_best')}   ({how})")
+    print(f"  ELBO of the encoder q(z|x)       {pm('elbo')}   ({how})")
+    print(f"  approximation gap  log p − ELBO(q*)          {pm('approximation_gap')} nats")
+    print(f"  amortization gap   ELBO(q*) − ELBO(encoder)  {pm('amortization_gap')} nats")
 
 
 def _f(value, digits: int = 3) -> str:

@@ -190,6 +190,12 @@ def add_parser(sub) -> None:
         "--overwrite", action="store_true", help="replace the run in --out (default: off)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
+    p.add_argument(
+        "--no-report",
+        action="store_true",
+        help="do not write report.html at the end (`vaelab report RUN` writes it later; "
+        "default: written)",
+    )
     for flag, (key, kwargs) in FLAGS.items():
         help_text = kwargs["help"]
         if "(default:" not in help_text:  # a default that is not a plain value says so itself
@@ -212,11 +218,23 @@ def _resumable_config(run_dir: Path) -> bool:
     return manifest is not None and CONFIG_FILE in manifest.files
 
 
+def _write_report(run_dir, log) -> None:
+    """report.html at the end of training; a failure costs the report, never the run."""
+    from vaelab.report.build import write_report
+
+    try:
+        path = write_report(run_dir)
+        log(f"report: {path}")
+    except (VaelabError, OSError, ValueError, RuntimeError) as e:
+        log(f"warning: report.html not written ({e}); `vaelab report {run_dir}` tries again")
+
+
 def run(args) -> int:
     from vaelab import distributed
     from vaelab.config import resolve, to_dict
     from vaelab.report import finish_run
     from vaelab.runs import read_run_config
+    from vaelab.runs.config_file import command_line
     from vaelab.runs.layout import claim_default_run_dir
     from vaelab.runs.lock import run_lock
     from vaelab.training import Trainer
@@ -249,13 +267,18 @@ def run(args) -> int:
             if not args.out and world.writer:
                 Path(out).rmdir()  # the empty folder made just above
             raise
-        # rank 0 writes the run: it holds the lock from the first write to the last picture
-        with run_lock(out) if world.writer else contextlib.nullcontext():
+        # rank 0 writes the run: it holds the lock from the first write to the report
+        with (
+            run_lock(out) if world.writer else contextlib.nullcontext(),
+            command_line(getattr(args, "command_line", ["vaelab", "train"])),
+        ):
             result = trainer.run()
             test = finish_run(
                 result.run_dir, trainer.data, k=t.final_eval_k, n=t.final_eval_n,
                 progress=not args.quiet, log=trainer.log, world=world,
             )  # fmt: skip
+            if world.writer and not args.no_report:
+                _write_report(result.run_dir, trainer.log)
     if not world.writer:
         return 0  # rank 0 reports for the job
     print(f"run: {result.run_dir}")

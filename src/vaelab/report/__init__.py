@@ -1,4 +1,5 @@
-"""What a finished run shows a person: its test evaluation and pictures (``final``)."""
+"""What a finished run shows a person: its test evaluation and pictures (``final``), and
+``report.html`` (``build``, imported where it is used: it loads matplotlib)."""
 
 from vaelab.report.final import finish_run
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+import platform
 from pathlib import Path
 
+import torch
+
+from vaelab._version import __version__
 from vaelab.config import RunConfig, from_dict, to_dict, validate
 from vaelab.data.preprocess import Preprocessing
 from vaelab.errors import CheckpointError, VaelabError, excerpt
@@ -12,10 +18,54 @@ from vaelab.io import atomic_write_json, read_json
 from vaelab.models.base import MODEL_REGISTRY
 from vaelab.runs.layout import CONFIG_FILE
 
+# The command line of the `vaelab` process writing the run (set by the CLI; None from Python).
+_COMMAND: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "vaelab_command", default=None
+)
+MAX_COMMANDS = 20  # a run resumed more often keeps its first command and the latest ones
+
+
+@contextlib.contextmanager
+def command_line(argv: list[str]):
+    """Record ``argv`` in every ``config.json`` written inside the block."""
+    token = _COMMAND.set([str(a) for a in argv])
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def _provenance(run_dir: Path) -> dict:
+    """What wrote the run: the command lines (the first, then each resume that rewrote the
+    config) and the versions of vaelab, torch and Python of the latest."""
+    commands: list = []
+    path = run_dir / CONFIG_FILE
+    if path.is_file():
+        try:
+            old = read_json(path, "run config").get("provenance", {}).get("commands", [])
+            commands = [c for c in old if isinstance(c, list)] if isinstance(old, list) else []
+        except (VaelabError, AttributeError):
+            commands = []  # an unreadable old record is not worth failing the run for
+    if (argv := _COMMAND.get()) is not None:
+        commands.append(argv)
+    if len(commands) > MAX_COMMANDS:
+        commands = [commands[0], *commands[-(MAX_COMMANDS - 1) :]]
+    return {
+        "commands": commands,
+        "vaelab": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
 
 def write_run_config(run_dir: Path, model, cfg: RunConfig, data: dict) -> None:
     """Write ``config.json`` atomically; an OS error becomes one line naming the file."""
-    meta = {**model.describe(), "run": to_dict(cfg), "data": data}
+    meta = {
+        **model.describe(),
+        "run": to_dict(cfg),
+        "data": data,
+        "provenance": _provenance(run_dir),
+    }
     try:
         atomic_write_json(run_dir / CONFIG_FILE, meta)
     except OSError as e:

@@ -8,7 +8,8 @@
 * ``model.safetensors`` — the best weights so far (by validation ELBO);
 * ``checkpoint.safetensors`` — the full training state, written atomically, for ``--resume``;
 * ``metrics.jsonl`` — one JSON line per finished epoch (and ``tensorboard/`` where installed);
-* ``eval_test.json``, ``samples.png``, ``reconstructions.png`` after the run.
+* ``eval_test.json``, ``samples.png``, ``reconstructions.png`` after the run, and
+  ``report.html`` (``vaelab report``; ``train`` writes it unless ``--no-report``).
 
 Anything else in the folder is the user's and is never removed or written over.
 """
@@ -30,6 +31,7 @@ METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval_test.json"
 TENSORBOARD_DIR = "tensorboard"
 RUN_PICTURES = ("samples.png", "reconstructions.png")
+REPORT_FILE = "report.html"  # vaelab.report.build; claimed when first written, like the rest
 # What the trainer writes (it claims these names when a run starts or resumes).
 TRAINER_FILES = (CONFIG_FILE, WEIGHTS_FILE, CHECKPOINT_FILE, METRICS_FILE)
 # A run holding no file of vaelab's but these never reached its first checkpoint (they are
@@ -41,13 +43,14 @@ LEGACY_RUN_FILES = (*TRAINER_FILES, EVAL_FILE, *RUN_PICTURES, f"{TENSORBOARD_DIR
 RUN_FILES = (*TRAINER_FILES, EVAL_FILE)
 # Every name `vaelab train` writes: a user's file by one of these names, not listed in the
 # marker, stops a run before it writes anything (it would be refused at its write later).
-TRAIN_WRITES = (*TRAINER_FILES, EVAL_FILE, *RUN_PICTURES)
+TRAIN_WRITES = (*TRAINER_FILES, EVAL_FILE, *RUN_PICTURES, REPORT_FILE)
 
 __all__ = [
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
     "EVAL_FILE",
     "METRICS_FILE",
+    "REPORT_FILE",
     "RUN_FILES",
     "RUN_PICTURES",
     "TENSORBOARD_DIR",

@@ -14,7 +14,7 @@ from PIL import Image
 from vaelab.errors import InvalidArgumentError
 from vaelab.io import atomic_write_bytes
 
-__all__ = ["enlarge", "label_rows", "make_grid", "save_images"]
+__all__ = ["enlarge", "grid_png", "label_rows", "make_grid", "save_images"]
 
 _CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 _CONVERT_CHUNK = 1024  # images turned into uint8 at once
@@ -120,6 +120,25 @@ def enlarge(picture: np.ndarray, min_width: int) -> np.ndarray:
     return picture.repeat(factor, 0).repeat(factor, 1) if factor > 1 else picture
 
 
+def grid_png(
+    images: torch.Tensor,
+    nrow: int | None = None,
+    row_labels: list[str] | None = None,
+    min_width: int = 256,
+) -> bytes:
+    """The :func:`make_grid` picture as PNG bytes, enlarged (nearest neighbour) to at least
+    ``min_width`` pixels, with ``row_labels`` in a margin when given."""
+    x = _as_nchw(images)
+    grid = make_grid(x, nrow=nrow)
+    factor = max(1, math.ceil(min_width / grid.shape[1]))
+    grid = enlarge(grid, min_width)
+    if row_labels:
+        grid = label_rows(grid, row_labels, x.shape[2] * factor, 2 * factor)
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_images(
     images: torch.Tensor,
     path: str | os.PathLike,
@@ -144,13 +163,7 @@ def save_images(
         raise InvalidArgumentError(f"{path}: folder {path.parent} does not exist; create it first")
     buf = io.BytesIO()
     if suffix == ".png":
-        x = _as_nchw(images)
-        grid = make_grid(x, nrow=nrow)
-        factor = max(1, math.ceil(min_width / grid.shape[1]))
-        grid = enlarge(grid, min_width)
-        if row_labels:
-            grid = label_rows(grid, row_labels, x.shape[2] * factor, 2 * factor)
-        Image.fromarray(grid).save(buf, format="PNG")
+        buf.write(grid_png(images, nrow=nrow, row_labels=row_labels, min_width=min_width))
     else:
         x = _as_nchw(images)
         if x.dtype != torch.uint8:
