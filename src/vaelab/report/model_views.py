@@ -157,20 +157,22 @@ def image_sections(model, x: torch.Tensor, lat: Latents) -> list[Section]:
             ),
         )
     )
-    a, b = x[0:8:2].cpu(), x[1:8:2].cpu()
-    inter = interpolations(model, a, b, steps=10)
-    out.append(
-        Section(
-            "interpolations",
-            "Interpolations",
-            image(
-                grid_png(inter, nrow=10, min_width=560),
+    pairs = min(4, x.shape[0] // 2)  # a small test split may hold fewer than 8 examples
+    if pairs:
+        a, b = x[0 : 2 * pairs : 2].cpu(), x[1 : 2 * pairs : 2].cpu()
+        inter = interpolations(model, a, b, steps=10)
+        out.append(
+            Section(
                 "interpolations",
-                "decoded means along straight lines between the posterior "
-                "means of two test examples",
-            ),
+                "Interpolations",
+                image(
+                    grid_png(inter, nrow=10, min_width=560),
+                    "interpolations",
+                    "decoded means along straight lines between the posterior "
+                    "means of two test examples",
+                ),
+            )
         )
-    )
     if not isinstance(model, OwnImportanceWeights):
         out.append(_traversal_section(model, lat))
     return out
@@ -233,7 +235,7 @@ def table_sections(model, data, split: str, columns: list[str] | None) -> list[S
         ["column", "RMSE", "spread (sd)", "RMSE / sd"],
         [
             [c, number(float(e)), number(float(sd)), number(float(e / sd) if sd > 0 else None)]
-            for c, e, sd in zip(columns, rmse, orig.double().std(0).numpy(), strict=True)
+            for c, e, sd in zip(columns, rmse, _spread(orig), strict=True)
         ],
         numeric={1, 2, 3},
     )
@@ -271,3 +273,10 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
     if not math.isfinite(float(log_px.mean())):
         body += paragraph("some rows have a non-finite log p(x)", "note")
     return Section("likelihood", "Per-row log-likelihood", body)
+
+
+def _spread(values: torch.Tensor) -> np.ndarray:
+    """Each column's standard deviation over the rows (0 for a single row: no spread to show)."""
+    if values.shape[0] < 2:
+        return np.zeros(values.shape[1])
+    return values.double().std(0).numpy()
