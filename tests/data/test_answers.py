@@ -217,7 +217,7 @@ def test_collapse_is_warned_in_one_line(digits_run, capsys):
             "--out", str(digits_run / "collapsed"), "--quiet", "--set", "train.final_eval_k=5",
             "--set", "model.gaussian_variance=fixed", "--set", "model.gaussian_std=3"]  # fmt: skip
     assert main(args) == 0
-    warned = [line for line in capsys.readouterr().err.splitlines() if "collapse" in line]
+    warned = [line for line in capsys.readouterr().err.splitlines() if "posterior collapse" in line]
     assert len(warned) == 1 and "--kl-warmup" in warned[0] and "of 8 latent units" in warned[0]
 
 
