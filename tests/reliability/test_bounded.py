@@ -19,6 +19,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -245,24 +246,36 @@ def test_impossible_sizes_are_refused_up_front_with_the_memory_needed(
     assert not (tmp_path / "r").exists()
 
 
-def _peak_rss_mb(argv: list[str]) -> tuple[int, str, float]:
+# The child's own high-water mark, read by the child itself: ru_maxrss from wait4 would also
+# count the pages it shared with this (by then large) pytest process between fork and exec.
+_HWM = """
+import atexit, re, runpy, sys
+out = sys.argv.pop(1)
+def _hwm():
+    status = open("/proc/self/status").read()
+    open(out, "w").write(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+atexit.register(_hwm)
+sys.argv[0] = "vaelab"
+runpy.run_module("vaelab", run_name="__main__")
+"""
+
+
+def _peak_rss_mb(argv: list[str], tmp_path: Path) -> tuple[int, str, float]:
     """Run ``vaelab argv`` in a child process; its exit status, stderr and peak RSS in MB."""
-    proc = subprocess.Popen(
-        harness.vaelab_cmd(*argv),
+    hwm = tmp_path / "hwm.txt"
+    proc = subprocess.run(
+        [sys.executable, "-c", _HWM, str(hwm), *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=harness.child_env(Path(os.environ["VAELAB_DATA"])),
+        timeout=120,
     )
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not all children's
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err, usage.ru_maxrss / 1024
+    return proc.returncode, proc.stderr.decode(), int(hwm.read_text()) / 1024
 
 
 def test_sample_of_a_hundred_million_is_refused_in_bounded_memory(run, tmp_path):
     code, err, peak = _peak_rss_mb(
-        ["sample", str(run), "-n", str(10**8), "--out", str(tmp_path / "s.png")]
+        ["sample", str(run), "-n", str(10**8), "--out", str(tmp_path / "s.png")], tmp_path
     )
     assert code == 2
     assert_one_line_error(err, "s.png", "would need")
