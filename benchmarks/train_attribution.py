@@ -1,0 +1,195 @@
+"""Where the time of one ``vaelab train`` command goes: start-up, data, steps, validation, files.
+
+The command is the one a user runs (``vaelab train --config configs/pytorch-examples.yaml
+--set train.final_eval_n=0 --epochs E``, progress bar on), in a fresh process per run, for
+``E = 1`` and ``E = --epochs`` (default 4). This script starts itself as that process (``--child``):
+it stamps the clock before the interpreter starts, imports torch and vaelab under a clock,
+wraps the trainer's parts in timers, calls ``vaelab.cli.main`` and prints what each part took.
+Nothing in ``src/`` is changed or instrumented: the timers are put on from here.
+
+Each part's time is *exclusive* (a part called inside another, e.g. ``fsync`` inside the
+checkpoint write, is counted once, in the inner part), so the parts and ``other`` add up to
+the command's wall-clock. The per-epoch column is (E-epoch run − 1-epoch run) ÷ (E − 1):
+what one more epoch costs, part by part.
+
+Run: ``python benchmarks/train_attribution.py [--reps 3] [--epochs 4] [--threads 1]``.
+Output: a table of medians over the runs, then one line ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "pytorch-examples.yaml"
+MARK = "ATTRIBUTION "
+
+# (module, owner or None for a module-level function, attribute, part). The trainer imports
+# some functions by name, so those are replaced where the trainer looks them up.
+PARTS = [
+    ("vaelab.training.trainer", None, "make_optimizer", "optimizer set-up (imports torch._dynamo)"),
+    ("vaelab.training.trainer", None, "build_model", "model set-up"),
+    ("vaelab.data.pipeline", "DataPipeline", "__init__", "data: read, verify, train split"),
+    ("vaelab.data.pipeline", "DataPipeline", "eval_data", "data: validation split"),
+    ("vaelab.data.pipeline", "DataPipeline", "train_batch", "steps: batch binarization"),
+    ("vaelab.training.trainer", "Trainer", "_train_step", "steps: forward, backward, Adam"),
+    ("vaelab.training.stats", "DeviceStats", "add", "steps: statistics"),
+    ("vaelab.training.stats", "DeviceStats", "sync", "steps: host sync, finite checks"),
+    ("vaelab.training.trainer", "Trainer", "validate", "validation ELBO"),
+    ("vaelab.training.trainer", "Trainer", "save_checkpoint", "checkpoint write"),
+    ("vaelab.training.trainer", "Trainer", "_save_best", "best-model write"),
+    ("vaelab.runs.metrics", "MetricsLog", "append", "metrics line"),
+    ("vaelab.training.progress", "EpochBar", "__init__", "progress bar"),
+    ("vaelab.training.progress", "EpochBar", "update", "progress bar"),
+    ("vaelab.training.progress", "EpochBar", "close", "progress bar"),
+    ("vaelab.training.trainer", None, "write_run_config", "run files (config, manifest)"),
+    ("vaelab.runs.layout", None, "start_new_run", "run files (config, manifest)"),
+    ("vaelab.report", None, "finish_run", "after training (test evaluation, pictures)"),
+    ("os", None, "fsync", "fsync"),
+]
+
+
+def _child(t_launch: float, argv: list[str]) -> None:
+    """Runs inside the timed process: the parts' exclusive seconds, printed as one line."""
+    import functools
+    import importlib
+    from collections import defaultdict
+
+    times: dict[str, float] = defaultdict(float)
+    times["python start-up"] = time.monotonic() - t_launch
+    # vaelab sets this before torch loads (see vaelab/__init__.py); importing torch first
+    # here must not change what the command runs with
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+    t = time.monotonic()
+    import torch  # noqa: F401
+
+    times["import torch"] = time.monotonic() - t
+    t = time.monotonic()
+    import vaelab.cli
+    import vaelab.report
+    import vaelab.training.trainer  # noqa: F401
+
+    times["import vaelab"] = time.monotonic() - t
+    inner: list[float] = []  # time spent in timed parts below the current one
+
+    def timed(fn, part):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            inner.append(0.0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                times[part] += dt - inner.pop()
+                if inner:
+                    inner[-1] += dt
+
+        return wrapper
+
+    for module, owner, attr, part in PARTS:
+        target = importlib.import_module(module)
+        target = getattr(target, owner) if owner else target
+        setattr(target, attr, timed(getattr(target, attr), part))
+    t = time.monotonic()
+    code = vaelab.cli.main(argv)
+    in_main = time.monotonic() - t
+    times["other (in the command)"] = in_main - sum(
+        v for k, v in times.items() if k not in ("python start-up", "import torch", "import vaelab")
+    )
+    times["_until_exit"] = time.monotonic() - t_launch
+    sys.stdout.flush()
+    print(MARK + json.dumps({"code": code, "times": times}), flush=True)
+
+
+def one_run(epochs: int, args: argparse.Namespace) -> dict[str, float]:
+    """One fresh process of the command; the parts' seconds and the wall-clock."""
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, __file__, "--child", "", "train", "--config", str(CONFIG)]
+        cmd += ["--data-dir", str(args.data_dir), "--out", str(Path(d) / "run")]
+        cmd += ["--set", "train.final_eval_n=0", "--epochs", str(epochs)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        t0 = time.monotonic()
+        cmd[3] = repr(t0)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+    lines = [x for x in done.stdout.splitlines() if x.startswith(MARK)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    times = json.loads(lines[-1][len(MARK) :])["times"]
+    times["interpreter exit"] = wall - times.pop("_until_exit")
+    times["wall-clock"] = wall
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3, help="runs of each length (default 3)")
+    ap.add_argument("--epochs", type=int, default=4, help="the longer run's epochs (default 4)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="--threads of the command (default: not given)"
+    )
+    ap.add_argument("--data-dir", default=None, help="MNIST IDX folder")
+    args = ap.parse_args(argv)
+    if args.epochs < 2:
+        ap.error("--epochs must be at least 2")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import _common
+
+    args.data_dir = _common.mnist_dir(args.data_dir)
+    busy = _common.check_machine_quiet()
+    runs: dict[int, list[dict[str, float]]] = {1: [], args.epochs: []}
+    for r in range(args.reps):
+        for epochs in runs:
+            runs[epochs].append(one_run(epochs, args))
+            print(
+                f"[attribution] rep {r + 1}/{args.reps} E={epochs}: "
+                f"{runs[epochs][-1]['wall-clock']:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    parts = list(dict.fromkeys(k for rs in runs.values() for r in rs for k in r))
+    med = {
+        e: {p: statistics.median(r.get(p, 0.0) for r in rs) for p in parts}
+        for e, rs in runs.items()
+    }
+    e = args.epochs
+    per_epoch = {p: (med[e][p] - med[1][p]) / (e - 1) for p in parts}
+    rows = [["part", "E=1 (s)", f"E={e} (s)", "per epoch (s)", "share of an epoch"]]
+    for p in parts:
+        share = per_epoch[p] / per_epoch["wall-clock"] if per_epoch["wall-clock"] > 0 else 0
+        rows.append(
+            [p, f"{med[1][p]:.3f}", f"{med[e][p]:.3f}", f"{per_epoch[p]:.3f}", f"{share:.1%}"]
+        )
+    print(f"\n== vaelab train: where the time goes (medians of {args.reps} runs each) ==")
+    print(_common.format_table(rows))
+    summary = {
+        "benchmark": "train attribution",
+        "medians": {str(k): v for k, v in med.items()},
+        "per_epoch": per_epoch,
+        "runs": {str(k): v for k, v in runs.items()},
+        "context": {
+            "threads": args.threads,
+            "cpu_busy_before": busy,
+            "cpu_busy_after": _common.check_machine_quiet(),
+            **_common.environment(),
+        },
+    }
+    print("RESULT " + json.dumps(summary, sort_keys=True), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        _child(float(sys.argv[2]), sys.argv[3:])
+    else:
+        main()
