@@ -99,15 +99,26 @@ def _child(t_launch: float, argv: list[str]) -> None:
         target = importlib.import_module(module)
         target = getattr(target, owner) if owner else target
         setattr(target, attr, timed(getattr(target, attr), part))
-    t = time.monotonic()
-    code = vaelab.cli.main(argv)
-    in_main = time.monotonic() - t
-    times["other (in the command)"] = in_main - sum(
-        v for k, v in times.items() if k not in ("python start-up", "import torch", "import vaelab")
-    )
-    times["_until_exit"] = time.monotonic() - t_launch
-    sys.stdout.flush()
-    print(MARK + json.dumps({"code": code, "times": times}), flush=True)
+    main = vaelab.cli.main
+
+    def main_then_report() -> int:
+        t = time.monotonic()
+        code = main(argv)
+        in_main = time.monotonic() - t
+        setup = ("python start-up", "import torch", "import vaelab")
+        times["other (in the command)"] = in_main - sum(
+            v for k, v in times.items() if k not in setup
+        )
+        times["_until_exit"] = time.monotonic() - t_launch
+        sys.stdout.flush()
+        print(MARK + json.dumps({"code": code, "times": times}), flush=True)
+        return code
+
+    # the command's own entry point, so that it ends as the user's command ends (a vaelab
+    # older than that entry point ends as `sys.exit(main())` did)
+    vaelab.cli.main = main_then_report
+    command = getattr(vaelab.cli, "command", None)
+    sys.exit(command() if command else main_then_report())
 
 
 def one_run(epochs: int, args: argparse.Namespace) -> dict[str, float]:

@@ -17,6 +17,7 @@ of a file without one); blank lines are not counted.
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import os
 import re
@@ -26,13 +27,27 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
 from vaelab.data.source import RawData, first_line
 from vaelab.errors import DataError, InvalidArgumentError
+
+
+class _OnFirstUse:
+    """A module imported when one of its names is first looked up. Every command imports this
+    module, but only one that reads a table needs pyarrow, whose import would otherwise be
+    part of every command's start-up."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pa = _OnFirstUse("pyarrow")
+pc = _OnFirstUse("pyarrow.compute")
+pa_csv = _OnFirstUse("pyarrow.csv")
+pq = _OnFirstUse("pyarrow.parquet")
 
 __all__ = ["TABLE_SUFFIXES", "read_table"]
 
