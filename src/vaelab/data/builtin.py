@@ -82,7 +82,7 @@ def load_split(
     *,
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
-    files: dict[tuple[str, Path], np.ndarray] | None = None,
+    cache: dict[tuple[str, Path], np.ndarray] | None = None,
 ) -> Split:
     """Load one split of a registered dataset, verified, as uint8 images and int64 labels.
 
@@ -92,7 +92,7 @@ def load_split(
     the .gz or the decompressed file name is accepted. Missing files are downloaded there when
     ``download`` is true. ``mnist-mini`` is read from the copy inside the package.
 
-    ``files``: the verified arrays of the files read so far, kept by the caller. ``train`` and
+    ``cache``: the verified arrays of the files read so far, kept by the caller. ``train`` and
     ``valid`` are two slices of the same two files, so with it they are read, verified and
     decoded once, and both splits are views of the one array.
     """
@@ -119,14 +119,14 @@ def load_split(
         if missing:  # fetch succeeded, so this means the folder changed under us
             raise DataError(f"{dirs[0]}: downloaded files disappeared: {missing}")
 
-    images, labels = (_verified(info, role, paths[role], files) for role in roles)
+    images, labels = (_verified(info, role, paths[role], cache) for role in roles)
     if split == "train":
         sl = slice(0, info.n_train)
     elif split == "valid":
         sl = slice(info.n_train, info.n_train + info.n_valid)
     else:
         sl = slice(0, info.n_test)
-    if files is not None:
+    if cache is not None:
         images, labels = images[sl], labels[sl]  # the caller keeps the whole file's array
     elif sl.stop - sl.start != len(images):
         # A copy, so the split does not keep the whole file's array alive.
@@ -137,13 +137,13 @@ def load_split(
 
 
 def _verified(
-    info: DatasetInfo, role: str, path: Path, files: dict[tuple[str, Path], np.ndarray] | None
+    info: DatasetInfo, role: str, path: Path, cache: dict[tuple[str, Path], np.ndarray] | None
 ) -> np.ndarray:
-    if files is None:
+    if cache is None:
         return load_verified(info, role, path)
-    if (role, path) not in files:
-        files[role, path] = load_verified(info, role, path)
-    return files[role, path]
+    if (role, path) not in cache:
+        cache[role, path] = load_verified(info, role, path)
+    return cache[role, path]
 
 
 def dataset_status(
