@@ -117,11 +117,13 @@ def command() -> None:
     (benchmarks/train_attribution.py measures it). So the exit handlers run (torch's,
     logging's, a compile worker pool's), the output is flushed, and the process ends without
     the teardown. A thread of our own still running (none is, in the commands as written)
-    gets the ordinary exit, which waits for it.
+    gets the ordinary exit, which waits for it, and so does a profiler or tracer
+    (``python -m cProfile -m vaelab ...``), which writes its report after the command.
     """
     code = main()
-    main_thread = threading.main_thread()
-    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+    first = threading.main_thread()
+    busy = any(t is not first and not t.daemon and t.is_alive() for t in threading.enumerate())
+    if busy or sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
