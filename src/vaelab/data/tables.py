@@ -17,6 +17,7 @@ of a file without one); blank lines are not counted.
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import io
 import os
@@ -56,9 +57,15 @@ __all__ = ["TABLE_SUFFIXES", "read_table"]
 TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": None}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TABLE_SUFFIXES = (*TEXT_DELIMITERS, *PARQUET_SUFFIXES)
-# Cells pyarrow reads as missing (its default null_values: "", "NA", "NaN", "null", ...). They
-# can appear in a data row, so they never make a first row a header.
-NULL_TOKENS = frozenset(pa_csv.ConvertOptions().null_values)
+
+
+@functools.cache
+def _null_tokens() -> frozenset[str]:
+    """Cells pyarrow reads as missing (its default null_values: "", "NA", "NaN", "null", ...).
+    They can appear in a data row, so they never make a first row a header."""
+    return frozenset(pa_csv.ConvertOptions().null_values)
+
+
 # What pandas names a DataFrame's index when it writes one: to_csv leaves it unnamed, and a
 # file read back and written again calls it "Unnamed: 0"; to_parquet stores a non-default
 # index as the column "__index_level_0__".
@@ -261,7 +268,7 @@ def _first_row(path: Path) -> str:
 
 def _is_number_or_missing(field: str) -> bool:
     text = field.strip()
-    if not text or text in NULL_TOKENS:
+    if not text or text in _null_tokens():
         return True
     if "_" in text:  # Python's float() takes "1_000"; pyarrow (and a person) do not
         return False
