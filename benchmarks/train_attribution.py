@@ -12,8 +12,11 @@ checkpoint write, is counted once, in the inner part), so the parts and ``other`
 the command's wall-clock. The per-epoch column is (E-epoch run − 1-epoch run) ÷ (E − 1):
 what one more epoch costs, part by part.
 
-Run: ``python benchmarks/train_attribution.py [--reps 3] [--epochs 4] [--threads 1]``.
-Output: a table of medians over the runs, then one line ``RESULT {json}``.
+``--compare SRC`` times a second vaelab, the package found in ``SRC`` (an older tree's
+``src/``), in the same rounds: the effect of a change, part by part.
+
+Run: ``python benchmarks/train_attribution.py [--reps 3] [--epochs 4] [--threads 1]
+[--compare SRC]``. Output: a table of medians per vaelab, then one line ``RESULT {json}``.
 """
 
 from __future__ import annotations
@@ -121,8 +124,12 @@ def _child(t_launch: float, argv: list[str]) -> None:
     sys.exit(command() if command else main_then_report())
 
 
-def one_run(epochs: int, args: argparse.Namespace) -> dict[str, float]:
-    """One fresh process of the command; the parts' seconds and the wall-clock."""
+def one_run(epochs: int, src: str | None, args: argparse.Namespace) -> dict[str, float]:
+    """One fresh process of the command (vaelab from ``src`` when given, else the installed
+    one); the parts' seconds and the wall-clock."""
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     with tempfile.TemporaryDirectory() as d:
         cmd = [sys.executable, __file__, "--child", "", "train", "--config", str(CONFIG)]
         cmd += ["--data-dir", str(args.data_dir), "--out", str(Path(d) / "run")]
@@ -131,7 +138,7 @@ def one_run(epochs: int, args: argparse.Namespace) -> dict[str, float]:
             cmd += ["--threads", str(args.threads)]
         t0 = time.monotonic()
         cmd[3] = repr(t0)
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.monotonic() - t0
     lines = [x for x in done.stdout.splitlines() if x.startswith(MARK)]
     if done.returncode != 0 or not lines:
@@ -142,12 +149,37 @@ def one_run(epochs: int, args: argparse.Namespace) -> dict[str, float]:
     return times
 
 
+def table(name: str, runs: dict[int, list[dict[str, float]]], e: int, common) -> dict:
+    """Print one variant's medians and per-epoch column; return them."""
+    parts = list(dict.fromkeys(k for rs in runs.values() for r in rs for k in r))
+    med = {
+        n: {p: statistics.median(r.get(p, 0.0) for r in rs) for p in parts}
+        for n, rs in runs.items()
+    }
+    per_epoch = {p: (med[e][p] - med[1][p]) / (e - 1) for p in parts}
+    rows = [["part", "E=1 (s)", f"E={e} (s)", "per epoch (s)", "share of an epoch"]]
+    for p in parts:
+        share = per_epoch[p] / per_epoch["wall-clock"] if per_epoch["wall-clock"] > 0 else 0
+        rows.append(
+            [p, f"{med[1][p]:.3f}", f"{med[e][p]:.3f}", f"{per_epoch[p]:.3f}", f"{share:.1%}"]
+        )
+    reps = len(runs[1])
+    print(f"\n== vaelab train ({name}): where the time goes (medians of {reps} runs each) ==")
+    print(common.format_table(rows))
+    return {"medians": {str(k): v for k, v in med.items()}, "per_epoch": per_epoch}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="runs of each length (default 3)")
     ap.add_argument("--epochs", type=int, default=4, help="the longer run's epochs (default 4)")
     ap.add_argument(
         "--threads", type=int, default=None, help="--threads of the command (default: not given)"
+    )
+    ap.add_argument(
+        "--compare",
+        metavar="SRC",
+        help="also time the vaelab package in SRC (e.g. an older tree's src/), interleaved",
     )
     ap.add_argument("--data-dir", default=None, help="MNIST IDX folder")
     args = ap.parse_args(argv)
@@ -158,36 +190,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     args.data_dir = _common.mnist_dir(args.data_dir)
     busy = _common.check_machine_quiet()
-    runs: dict[int, list[dict[str, float]]] = {1: [], args.epochs: []}
+    variants = {"installed": None, **({args.compare: args.compare} if args.compare else {})}
+    runs = {v: {1: [], args.epochs: []} for v in variants}
     for r in range(args.reps):
-        for epochs in runs:
-            runs[epochs].append(one_run(epochs, args))
-            print(
-                f"[attribution] rep {r + 1}/{args.reps} E={epochs}: "
-                f"{runs[epochs][-1]['wall-clock']:.2f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    parts = list(dict.fromkeys(k for rs in runs.values() for r in rs for k in r))
-    med = {
-        e: {p: statistics.median(r.get(p, 0.0) for r in rs) for p in parts}
-        for e, rs in runs.items()
-    }
-    e = args.epochs
-    per_epoch = {p: (med[e][p] - med[1][p]) / (e - 1) for p in parts}
-    rows = [["part", "E=1 (s)", f"E={e} (s)", "per epoch (s)", "share of an epoch"]]
-    for p in parts:
-        share = per_epoch[p] / per_epoch["wall-clock"] if per_epoch["wall-clock"] > 0 else 0
-        rows.append(
-            [p, f"{med[1][p]:.3f}", f"{med[e][p]:.3f}", f"{per_epoch[p]:.3f}", f"{share:.1%}"]
-        )
-    print(f"\n== vaelab train: where the time goes (medians of {args.reps} runs each) ==")
-    print(_common.format_table(rows))
+        for epochs in (1, args.epochs):
+            for name, src in variants.items():
+                runs[name][epochs].append(one_run(epochs, src, args))
+                wall = runs[name][epochs][-1]["wall-clock"]
+                print(
+                    f"[attribution] rep {r + 1}/{args.reps} {name} E={epochs}: {wall:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     summary = {
         "benchmark": "train attribution",
-        "medians": {str(k): v for k, v in med.items()},
-        "per_epoch": per_epoch,
-        "runs": {str(k): v for k, v in runs.items()},
+        "variants": {name: table(name, runs[name], args.epochs, _common) for name in variants},
+        "runs": {name: {str(k): v for k, v in rs.items()} for name, rs in runs.items()},
         "context": {
             "threads": args.threads,
             "cpu_busy_before": busy,
