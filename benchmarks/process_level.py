@@ -184,6 +184,14 @@ def _speedups(summary: dict, args: argparse.Namespace) -> None:
             speedups[key] = med[peer][metric] / med[ours][metric]
             notes.append(f"{key}: {speedups[key]:.2f}x (peer's time / vaelab's)")
     summary["speedups"] = speedups
+    loads = [r["other_load"] for rs in summary["runs"].values() for r in rs if "other_load" in r]
+    if loads:
+        load = sorted(loads)[len(loads) // 2]
+        cores = load * (os.cpu_count() or 1)
+        notes.append(
+            f"other processes used {load:.0%} of the machine's CPU time during the median run "
+            f"(about {cores:.1f} of {os.cpu_count()} cores): every contender ran beside them"
+        )
 
 
 if __name__ == "__main__":

@@ -213,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
             **_common.environment(),
         },
     }
+    after = summary["context"]["cpu_busy_after"]
+    if busy is not None and after is not None:
+        print(f"  the CPUs were {busy:.0%} busy with other work before the runs, {after:.0%} after")
     print("RESULT " + json.dumps(summary, sort_keys=True), flush=True)
     return summary
 
