@@ -189,8 +189,8 @@ def _speedups(summary: dict, args: argparse.Namespace) -> None:
         load = sorted(loads)[len(loads) // 2]
         cores = load * (os.cpu_count() or 1)
         notes.append(
-            f"other processes used {load:.0%} of the machine's CPU time during the median run "
-            f"(about {cores:.1f} of {os.cpu_count()} cores): every contender ran beside them"
+            f"other processes used {load:.0%} of the machine's CPU time (median over the runs; "
+            f"about {cores:.1f} of {os.cpu_count()} cores): every contender ran beside them"
         )
 
 
