@@ -1,7 +1,5 @@
 """``python -m vaelab`` is the ``vaelab`` command (torchrun's ``-m vaelab`` needs it)."""
 
-import sys
+from vaelab.cli import command
 
-from vaelab.cli import main
-
-sys.exit(main())
+command()

@@ -299,3 +299,18 @@ def test_status_without_files(tmp_path):
     for r in rows.values():
         assert {"name", "description", "embedded", "present", "path"} <= set(r)
         assert {"n_train", "n_valid", "n_test"} <= set(r)
+
+
+def test_a_source_reads_each_file_once_for_train_and_valid(monkeypatch):
+    from vaelab.data import builtin
+    from vaelab.data.sources import BuiltinSource
+
+    reads = []
+    verified = builtin.load_verified
+    monkeypatch.setattr(builtin, "load_verified", lambda *a: reads.append(a[1]) or verified(*a))
+    source = BuiltinSource("mnist-mini")
+    train, valid = source.split("train"), source.split("valid")
+    assert sorted(reads) == ["train_images", "train_labels"]
+    for split, got in (("train", train), ("valid", valid)):
+        alone = load_split("mnist-mini", split)
+        assert torch.equal(got.images, alone.images) and torch.equal(got.labels, alone.labels)

@@ -82,6 +82,7 @@ def load_split(
     *,
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
+    cache: dict[tuple[str, Path], np.ndarray] | None = None,
 ) -> Split:
     """Load one split of a registered dataset, verified, as uint8 images and int64 labels.
 
@@ -90,6 +91,10 @@ def load_split(
     ``data_dir`` (flat, or in ``data_dir/<name>/``) if given, else in ``data_home()/<name>/``;
     the .gz or the decompressed file name is accepted. Missing files are downloaded there when
     ``download`` is true. ``mnist-mini`` is read from the copy inside the package.
+
+    ``cache``: the verified arrays of the files read so far, kept by the caller. ``train`` and
+    ``valid`` are two slices of the same two files, so with it they are read, verified and
+    decoded once, and both splits are views of the one array.
     """
     info = get_info(name)
     check_split(split)
@@ -114,20 +119,31 @@ def load_split(
         if missing:  # fetch succeeded, so this means the folder changed under us
             raise DataError(f"{dirs[0]}: downloaded files disappeared: {missing}")
 
-    images = load_verified(info, roles[0], paths[roles[0]])
-    labels = load_verified(info, roles[1], paths[roles[1]])
+    images, labels = (_verified(info, role, paths[role], cache) for role in roles)
     if split == "train":
         sl = slice(0, info.n_train)
     elif split == "valid":
         sl = slice(info.n_train, info.n_train + info.n_valid)
     else:
         sl = slice(0, info.n_test)
-    if sl.stop - sl.start != len(images):
+    if cache is not None:
+        images, labels = images[sl], labels[sl]  # the caller keeps the whole file's array
+    elif sl.stop - sl.start != len(images):
         # A copy, so the split does not keep the whole file's array alive.
         images, labels = images[sl].copy(), labels[sl].copy()
     x = torch.from_numpy(images).reshape(len(images), *info.image_shape)  # (N, 1, 28, 28)
     y = torch.from_numpy(labels.astype(np.int64))  # (N,)
     return Split(images=x, labels=y, name=name, split=split, info=info)
+
+
+def _verified(
+    info: DatasetInfo, role: str, path: Path, cache: dict[tuple[str, Path], np.ndarray] | None
+) -> np.ndarray:
+    if cache is None:
+        return load_verified(info, role, path)
+    if (role, path) not in cache:
+        cache[role, path] = load_verified(info, role, path)
+    return cache[role, path]
 
 
 def dataset_status(

@@ -54,9 +54,10 @@ class BuiltinSource:
     def __init__(self, name: str, data_dir: str | None = None):
         self.name, self.data_dir = name, data_dir
         self.notices: list[str] = []
+        self._cache: dict = {}  # each file read once for every split in it (see load_split)
 
     def split(self, split: str) -> Split:
-        return load_split(self.name, split, data_dir=self.data_dir)
+        return load_split(self.name, split, data_dir=self.data_dir, cache=self._cache)
 
     def describe(self) -> dict:
         return {"kind": "builtin", "name": self.name}

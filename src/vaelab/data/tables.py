@@ -17,6 +17,8 @@ of a file without one); blank lines are not counted.
 from __future__ import annotations
 
 import csv
+import functools
+import importlib
 import io
 import os
 import re
@@ -26,13 +28,27 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 
 from vaelab.data.source import RawData, first_line
 from vaelab.errors import DataError, InvalidArgumentError
+
+
+class _OnFirstUse:
+    """A module imported when one of its names is first looked up. Every command imports this
+    module, but only one that reads a table needs pyarrow, whose import would otherwise be
+    part of every command's start-up."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
+
+
+pa = _OnFirstUse("pyarrow")
+pc = _OnFirstUse("pyarrow.compute")
+pa_csv = _OnFirstUse("pyarrow.csv")
+pq = _OnFirstUse("pyarrow.parquet")
 
 __all__ = ["TABLE_SUFFIXES", "read_table"]
 
@@ -41,9 +57,15 @@ __all__ = ["TABLE_SUFFIXES", "read_table"]
 TEXT_DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": None}
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TABLE_SUFFIXES = (*TEXT_DELIMITERS, *PARQUET_SUFFIXES)
-# Cells pyarrow reads as missing (its default null_values: "", "NA", "NaN", "null", ...). They
-# can appear in a data row, so they never make a first row a header.
-NULL_TOKENS = frozenset(pa_csv.ConvertOptions().null_values)
+
+
+@functools.cache
+def _null_tokens() -> frozenset[str]:
+    """Cells pyarrow reads as missing (its default null_values: "", "NA", "NaN", "null", ...).
+    They can appear in a data row, so they never make a first row a header."""
+    return frozenset(pa_csv.ConvertOptions().null_values)
+
+
 # What pandas names a DataFrame's index when it writes one: to_csv leaves it unnamed, and a
 # file read back and written again calls it "Unnamed: 0"; to_parquet stores a non-default
 # index as the column "__index_level_0__".
@@ -246,7 +268,7 @@ def _first_row(path: Path) -> str:
 
 def _is_number_or_missing(field: str) -> bool:
     text = field.strip()
-    if not text or text in NULL_TOKENS:
+    if not text or text in _null_tokens():
         return True
     if "_" in text:  # Python's float() takes "1_000"; pyarrow (and a person) do not
         return False

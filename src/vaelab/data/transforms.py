@@ -62,12 +62,13 @@ def _bernoulli(
     # A pixel is 1 iff u < p with u ~ U[0, 1): P(1) = p exactly, p = 0 never fires, p = 1 always.
     # For integer levels x in 0..top (uint8: top = 255), p = x/top and u < x/top is tested as
     # top·u < x, without a float copy of x. The uniforms are drawn on ``device`` (default:
-    # x's) and moved to x's device.
+    # x's) and moved to x's device. The comparison writes its 0.0/1.0 into u's own memory:
+    # no boolean tensor and no conversion of it, on every training batch.
     u = torch.rand(x.shape, generator=generator, device=device or x.device, dtype=torch.float32)
     u = u.to(x.device)
     if top is not None or x.dtype == torch.uint8:
-        return (u.mul_(255.0 if top is None else float(top)) < x).to(torch.float32)
-    return (u < to_unit(x)).to(torch.float32)
+        return torch.lt(u.mul_(255.0 if top is None else float(top)), x, out=u)
+    return torch.lt(u, to_unit(x), out=u)
 
 
 def binarize_dynamic(

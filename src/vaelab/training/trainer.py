@@ -210,7 +210,7 @@ class Trainer:
                 idx = perm[step * t.batch_size : (step + 1) * t.batch_size]
                 # the whole global batch, noise included, on every rank: the data generator
                 # advances as in one process, and each rank then computes its own rows
-                x = self.data.train_batch(self.train_x[idx], self.data_gen)
+                x = self.data.train_batch(self.train_x.index_select(0, idx), self.data_gen)
                 lr, beta = self._schedules()
                 out, found_inf = self._train_step(x, beta)
                 acc.add(out, found_inf, self.world.shard(x.shape[0]).count)
