@@ -51,6 +51,12 @@ def assert_error_after_log(err: str, *needles: str) -> str:
     return assert_one_line_error(last, *needles)
 
 
+def assert_no_run_files(out: Path) -> None:
+    """A failed train leaves no run files (an empty folder is tolerated)."""
+    if out.exists():
+        assert [p.name for p in out.iterdir()] == [], list(out.iterdir())
+
+
 def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
     capsys.readouterr()
     code = main(argv)

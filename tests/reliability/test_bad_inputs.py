@@ -23,6 +23,7 @@ import pytest
 from tests.reliability import harness
 from tests.reliability.checks import (
     assert_error_after_log,
+    assert_no_run_files,
     assert_one_line_error,
     assert_unchanged,
     run_cli,
@@ -355,12 +356,6 @@ CASES: dict[str, Case] = {
 }
 
 
-def _no_run_files(out: Path) -> None:
-    """A failed train leaves no run files (an empty folder is tolerated)."""
-    if out.exists():
-        assert [p.name for p in out.iterdir()] == [], list(out.iterdir())
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(prev, tmp_path, capsys, case):
     new = tmp_path / "new"
@@ -370,7 +365,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(prev, tmp_path, capsys
     assert code == 2, (out, err)
     assert_one_line_error(err, *needles)
     assert_unchanged(before, tmp_path)
-    _no_run_files(new)
+    assert_no_run_files(new)
 
 
 def test_debug_shows_the_traceback(tmp_path):
@@ -480,7 +475,7 @@ def test_bad_dataset_file_is_one_line_naming_the_file(prev, tmp_path, capsys, sh
     assert code == 2
     assert_one_line_error(err, str(bad), needle)
     assert_unchanged(before, tmp_path)
-    _no_run_files(new)
+    assert_no_run_files(new)
 
 
 def test_overwrite_with_a_bad_input_keeps_the_old_run(prev, tmp_path, capsys):

@@ -26,7 +26,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tests.reliability.checks import assert_one_line_error, assert_unchanged, run_cli, snapshot
+from tests.reliability.checks import (
+    assert_no_run_files,
+    assert_one_line_error,
+    assert_unchanged,
+    run_cli,
+    snapshot,
+)
 from vaelab.cli import main
 
 # A tiny model and one epoch; the data are 40 rows or a dozen 8×8 images.
@@ -605,12 +611,6 @@ CASES: dict[str, Case] = {
 }
 
 
-def _no_run_files(out: Path) -> None:
-    """A failed train leaves no run files (an empty folder is tolerated)."""
-    if out.exists():
-        assert [p.name for p in out.iterdir()] == [], list(out.iterdir())
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_own_data_is_one_line_exit_2_and_touches_nothing(runs, capsys, case):
     t = runs
@@ -621,7 +621,7 @@ def test_bad_own_data_is_one_line_exit_2_and_touches_nothing(runs, capsys, case)
     assert code == 2, (out, err)
     assert_one_line_error(err, *needles)
     assert_unchanged(before, t)
-    _no_run_files(new)
+    assert_no_run_files(new)
     assert not (t / "codes.csv").exists() and not (t / "scores.csv").exists()
 
 
