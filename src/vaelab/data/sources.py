@@ -9,6 +9,7 @@ records. A new kind of data is one more reader returning a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -90,10 +91,16 @@ class FileSource:
             ids=None if self.raw.ids is None else self.raw.ids[pick],
         )
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The file's (or folder's) digest, read once: every report of the source and the
+        check that a run's file is unchanged share it."""
+        return file_sha256(self.path)
+
     def describe(self) -> dict:
         return {
             "path": str(self.path),
-            "sha256": file_sha256(self.path),
+            "sha256": self.sha256,
             "split": "90/5/5 seeded permutation",
             "split_seed": self.seed,
             **self.raw.describe(),

@@ -11,7 +11,7 @@ import torch
 
 from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
-from vaelab.data.sources import FileSource, absolute_dataset, file_sha256
+from vaelab.data.sources import FileSource, absolute_dataset
 from vaelab.device import resolve_device
 from vaelab.models.base import LatentVariableModel
 from vaelab.runs.config_file import read_data_record, read_run_config, saved_preprocessing
@@ -81,7 +81,7 @@ def _data_changed(run_dir: Path, pipeline: DataPipeline) -> str | None:
     source = pipeline.source
     if not recorded or not isinstance(source, FileSource):
         return None
-    if file_sha256(source.path) == recorded:
+    if source.sha256 == recorded:
         return None
     return (
         f"warning: {source.path} is not the file this run was trained on (its sha256 "
