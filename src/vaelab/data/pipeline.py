@@ -68,10 +68,6 @@ class DataPipeline:
                 cfg, self.source.kind, self.likelihood, self._split("train").images,
                 stored_dtype, self.notices, every=every,
             )  # fmt: skip
-            if every is not None:
-                # the valid and test rows too, now: refused later, they would stop training
-                # midway or the test evaluation, after the run folder was written
-                preprocessing.check(every, cfg.dataset)
         self.prep = preprocessing
         self._check(self.raw(primary))
 

@@ -99,7 +99,9 @@ class Preprocessing:
             std_t = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
             mean, std = mean_t.tolist(), std_t.tolist()
         prep = cls(kind, likelihood, value_range, integer, mean, std)
-        prep.check(train, name)
+        # every row the file holds, when given: a valid or test row refused later would stop
+        # training midway, or its test evaluation, after the run folder was written
+        prep.check(seen, name)
         return prep
 
     @classmethod
