@@ -4,10 +4,12 @@ import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vaelab import VAE, LinearGaussian, VAEConfig, log_likelihood
+from vaelab.distributions.likelihoods import softplus_sum_
 from vaelab.errors import CheckpointError
-from vaelab.models import DiscreteLatent, SavableModel
+from vaelab.models import DiscreteLatent, HierarchicalVAE, SavableModel
 
 
 def test_linear_vae_reaches_the_ppca_optimum():
@@ -209,3 +211,42 @@ def test_bernoulli_fast_log_px_z_is_the_likelihood():
     fast = vae.log_px_z(x, z)
     assert fast.shape == (5, 4)
     torch.testing.assert_close(fast, vae.decode(z).log_prob(x), rtol=1e-12, atol=1e-9)
+    with torch.no_grad():  # the evaluation's form: softplus summed as the log of products
+        torch.testing.assert_close(vae.log_px_z(x, z), fast.detach(), rtol=1e-12, atol=1e-9)
+
+
+def test_two_layer_decoder_uses_the_same_bernoulli_terms():
+    torch.manual_seed(1)
+    model = HierarchicalVAE(latent_dims=(4, 2), hidden=(16,), hidden2=(8,)).double()
+    x = (torch.rand(3, 1, 28, 28) < 0.3).double()
+    z1 = torch.randn(6, 3, 4, dtype=torch.float64)
+    plain = model.decode(z1).log_prob(x)
+    torch.testing.assert_close(model.decoder_log_prob(x, z1), plain, rtol=1e-12, atol=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decoder_log_prob(x, z1), plain, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("d", [1, 7, 120, 121, 784, 3072])
+def test_softplus_sum_is_the_sum_of_softplus(d):
+    torch.manual_seed(d)
+    # typical logits, confident ones far beyond exp's float32 range, and exact zeros
+    logits = torch.cat(
+        [torch.randn(50, d) * 6 - 2, torch.randn(3, d) * 200, torch.zeros(1, d)]
+    ).double()
+    truth = torch.logaddexp(logits, torch.zeros(())).sum(-1)  # F.softplus is ℓ above 20
+    torch.testing.assert_close(softplus_sum_(logits.clone()), truth, rtol=1e-12, atol=1e-10)
+    # float32: within the rounding of a float32 sum of the same values
+    got = softplus_sum_(logits.float()).double()
+    plain = F.softplus(logits.float()).sum(-1).double()
+    tol = 4e-7 * truth.abs().clamp_min(1) + 2e-7 * d**0.5
+    assert ((got - truth).abs() <= tol).all(), (got - truth).abs().max()
+    assert ((plain - truth).abs() <= tol).all()  # the yardstick holds the plain sum too
+
+
+def test_softplus_sum_keeps_batch_axes():
+    logits = torch.randn(4, 3, 784)
+    out = softplus_sum_(logits.clone())
+    assert out.shape == (4, 3)
+    torch.testing.assert_close(out, F.softplus(logits).sum(-1), rtol=1e-5, atol=1e-3)
+    empty = softplus_sum_(torch.zeros(0, 784))
+    assert empty.shape == (0,)

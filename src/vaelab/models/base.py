@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vaelab._version import __version__
 from vaelab.config import from_dict, to_dict
@@ -154,6 +155,38 @@ class LatentVariableModel(SavableModel):
                 f"x must have shape (batch, {', '.join(map(str, self.data_shape))}), "
                 f"got {tuple(x.shape)}"
             )
+
+    def decoder_log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` for the decoder's inputs ``z`` ``(..., B, in)``: shape ``z.shape[:-1]``.
+
+        For a Bernoulli likelihood behind a final linear layer ``ℓ = W h + b`` this uses
+        ``Σ_d x_d ℓ_d − softplus(ℓ_d) = h·(Wᵀx) + b·x − Σ_d softplus(ℓ_d)``: the same number
+        without the elementwise product of ``x`` and every sample's logits, and without
+        autograd the softplus sum of :func:`~vaelab.distributions.likelihoods.softplus_sum_`.
+        It is the inner loop of the importance-sampled log-likelihood.
+        """
+        last = self.decoder[-1] if isinstance(self.decoder, nn.Sequential) else None
+        if self.config.likelihood != "bernoulli" or not isinstance(last, nn.Linear):
+            return self.decode(z).log_prob(x)
+        from vaelab.distributions.likelihoods import softplus_sum_
+
+        self._check_x(x)
+        lead = z.shape[:-1]
+        h = z.reshape(-1, z.shape[-1])
+        for module in list(self.decoder)[:-1]:
+            h = module(h)  # (N, H) after the last hidden layer
+        logits = torch.addmm(last.bias, h, last.weight.t())  # (N, D)
+        if logits.dtype != torch.float32 and logits.dtype != torch.float64:
+            logits, h = logits.float(), h.float()  # the sums of the bound stay float32
+        xf = x.reshape(x.shape[0], -1).to(h.dtype)  # (B, D)
+        u = xf @ last.weight.to(h.dtype)  # (B, H): Wᵀx per example
+        xb = xf @ last.bias.to(h.dtype)  # (B,)
+        xdot = torch.linalg.vecdot(h.reshape(*lead, -1), u) + xb  # Σ_d x_d ℓ_d per sample
+        if torch.is_grad_enabled():
+            normalizer = F.softplus(logits).sum(-1)
+        else:
+            normalizer = softplus_sum_(logits)  # the logits are not needed afterwards
+        return xdot - normalizer.reshape(lead)
 
     def init_output_bias(self, data_mean: torch.Tensor) -> None:
         """Start the decoder's output bias at the data mean (the logit of it for Bernoulli).

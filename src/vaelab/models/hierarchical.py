@@ -106,7 +106,7 @@ class HierarchicalVAE(LatentVariableModel):
 
     def log_joint(self, x: torch.Tensor, z: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         z1, z2 = z
-        return self.prior.log_prob(z2) + self.prior1(z2).log_prob(z1) + self.decode(z1).log_prob(x)
+        return self.prior.log_prob(z2) + self.prior1(z2).log_prob(z1) + self.decoder_log_prob(x, z1)
 
     def log_weight_terms(
         self, x: torch.Tensor, k: int, dreg: bool = False
@@ -136,7 +136,7 @@ class HierarchicalVAE(LatentVariableModel):
         else:
             q2 = self.encode2(z1)
             z2 = q2.rsample()  # (k, B, L2)
-        log_px_z = self.decode(z1).log_prob(x)
+        log_px_z = self.decoder_log_prob(x, z1)
         log_ratio = (
             self.prior.log_prob(z2)
             + self.prior1(z2).log_prob(z1)
