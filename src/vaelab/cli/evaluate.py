@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 
 from vaelab.cli.options import add_data_dir, add_json, add_run, add_split
@@ -111,10 +113,7 @@ def _run_gaps(args) -> int:
 
 def print_gaps(r: dict) -> None:
     """The gaps as a table: each line a mean over the examples ± its standard error."""
-
-    def pm(key):
-        return f"{_f(r[key])} ± {_f(r.get(f'{key}_stderr'))}"
-
+    pm = functools.partial(_pm, r)
     how = "exact" if r["elbo_samples"] is None else f"{r['elbo_samples']} samples"
     print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
     print(f"  log p(x) (K={r['k']}, around q*)    {pm('log_likelihood')}")
@@ -126,14 +125,17 @@ def print_gaps(r: dict) -> None:
 
 def _f(value, digits: int = 3) -> str:
     # JSON has no NaN: a number that was not finite comes back from eval_test.json as null
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _pm(r: dict, key: str) -> str:
+    """``value ± stderr``, or the value alone where there is no standard error (one example)."""
+    se = r.get(f"{key}_stderr")
+    return f"{_f(r[key])} ± {_f(se)}" if se is not None and math.isfinite(se) else _f(r[key])
 
 
 def print_report(r: dict) -> None:
-    def pm(key):
-        se = r.get(f"{key}_stderr")
-        return f"{_f(r[key])} ± {_f(se)}" if se is not None else _f(r[key])
-
+    pm = functools.partial(_pm, r)
     print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
     units = r.get("units", "as stored")
     if units != "as stored":

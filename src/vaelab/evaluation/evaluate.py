@@ -44,6 +44,11 @@ def evaluate_split(
         progress=progress,
         world=world,
     )
+    return {**split_header(model, data, split), **result, **in_data_units(result, data)}
+
+
+def split_header(model, data, split: str) -> dict[str, Any]:
+    """What a report's numbers are of: the split, the dataset, its preparation, the likelihood."""
     described = data.describe()
     return {
         "split": split,
@@ -51,8 +56,6 @@ def evaluate_split(
         "binarization": described["binarization"],
         "dequantized": described["dequantized"],
         "likelihood": model.config.likelihood,
-        **result,
-        **in_data_units(result, data),
     }
 
 

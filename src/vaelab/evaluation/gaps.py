@@ -36,7 +36,6 @@ bias (it is a lower bound in expectation), so at finite ``k`` it is, if anything
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +43,9 @@ import torch
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
 from vaelab.errors import InvalidArgumentError, positive_int
+from vaelab.evaluation.evaluate import split_header
 from vaelab.evaluation.likelihood import log_likelihood
+from vaelab.evaluation.metrics import mean_and_stderr
 from vaelab.inference.fit import fit_posterior
 from vaelab.models.protocols import AmortizedPosterior, ClosedFormExpectation, OwnImportanceWeights
 from vaelab.objectives.elbo import elbo
@@ -156,11 +157,6 @@ def inference_gaps(
     )
 
 
-def _mean_se(v: torch.Tensor) -> tuple[float, float | None]:
-    n = v.numel()
-    return v.mean().item(), (v.std() / math.sqrt(n)).item() if n > 1 else None
-
-
 def summarize_gaps(gaps: InferenceGaps) -> dict[str, Any]:
     """Means over the examples, each with its standard error (``key_stderr``): the numbers
     ``vaelab evaluate --gaps`` prints and writes as JSON. The means add up as the per-example
@@ -178,7 +174,7 @@ def summarize_gaps(gaps: InferenceGaps) -> dict[str, Any]:
         ("approximation_gap", gaps.approximation_gap),
         ("amortization_gap", gaps.amortization_gap),
     ):
-        out[key], out[f"{key}_stderr"] = _mean_se(values)
+        out[key], out[f"{key}_stderr"] = mean_and_stderr(values)
     out["log_likelihood_mc_stderr"] = (gaps.log_px_stderr.pow(2).sum().sqrt() / out["n"]).item()
     return out
 
@@ -227,11 +223,4 @@ def gaps_for_split(
         elbo_samples=parts[0].elbo_samples,
         fit_steps=parts[0].fit_steps,
     )
-    described = data.describe()
-    return {
-        "split": split,
-        "dataset": described["dataset"],
-        "binarization": described["binarization"],
-        "likelihood": model.config.likelihood,
-        **summarize_gaps(joined),
-    }
+    return {**split_header(model, data, split), **summarize_gaps(joined)}

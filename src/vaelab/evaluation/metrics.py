@@ -67,7 +67,8 @@ class _Moments:
         return ((self.sq - self.sum.square() / self.n) / (self.n - 1)).clamp_min(0)
 
 
-def _mean_se(values: torch.Tensor) -> tuple[float, float]:
+def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    """The mean over examples and its standard error (NaN for one example; JSON writes null)."""
     v = values.double()
     n = v.numel()
     se = (v.std() / math.sqrt(n)).item() if n > 1 else float("nan")
@@ -164,7 +165,7 @@ def evaluate_model(
     seconds = time.perf_counter() - t0
     model.train(was_training)
 
-    log_px, log_px_se = _mean_se(cat["log_px"])
+    log_px, log_px_se = mean_and_stderr(cat["log_px"])
     result: dict[str, Any] = {
         "n": n,
         "k": k,
@@ -182,9 +183,9 @@ def evaluate_model(
     }
     if per_example:
         result["per_example"] = {key: cat[key] for key in ("log_px", "stderr", "elbo", "rec", "kl")}
-    elbo_mean, elbo_se = _mean_se(cat["elbo"])
-    rec, rec_se = _mean_se(cat["rec"])
-    kl, kl_se = _mean_se(cat["kl"])
+    elbo_mean, elbo_se = mean_and_stderr(cat["elbo"])
+    rec, rec_se = mean_and_stderr(cat["rec"])
+    kl, kl_se = mean_and_stderr(cat["kl"])
     variances = means.var()
     kl_dim = kl_dims if kl_dims.n else None  # closed-form KL per dimension: one layer only
     result.update(
