@@ -26,3 +26,65 @@ def test_traversals_set_one_coordinate_to_the_swept_values_and_keep_the_others()
                 assert torch.allclose(rows, vae.decode(z).mean, atol=1e-6)
     with pytest.raises(InvalidArgumentError, match="dims"):
         traversals(vae, z0, dims=[4])
+
+
+def _latents(n: int, dims: int, labels: bool = True):
+    import numpy as np
+
+    from vaelab.report.model_views import Latents
+
+    torch.manual_seed(0)
+    mean = torch.randn(n, dims)
+    return Latents(
+        mean=mean,
+        std=torch.ones(n, dims),
+        labels=np.arange(n) % 10 if labels else None,
+        kl=None,
+    )
+
+
+def test_latent_map_is_pca_without_umap_and_adds_umap_when_installed(monkeypatch):
+    import importlib.util
+    import sys
+    import types
+
+    from vaelab.report import model_views
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "umap" else real_find_spec(name, *a),
+    )
+    lat = _latents(200, 5)
+    html = model_views._latent_map(lat, "test")
+    assert html.count("<img") == 1 and "UMAP" not in html
+
+    seen = {}
+
+    class FakeUMAP:  # stands in for umap-learn: records what it was given
+        def __init__(self, n_components, random_state):
+            seen["args"] = (n_components, random_state)
+
+        def fit_transform(self, data):
+            seen["data"] = data
+            return data[:, :2] * 2
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "umap" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(model_views, "UMAP_POINTS", 150)
+    html = model_views._latent_map(lat, "test")
+    assert html.count("<img") == 2 and "UMAP latent map" in html
+    assert seen["args"] == (2, 0)
+    # UMAP sees the first UMAP_POINTS means, as doubles, unchanged
+    assert seen["data"].shape == (150, 5)
+    assert torch.equal(torch.from_numpy(seen["data"]), lat.mean[:150].double())
+
+    # two latent dimensions are drawn as they are: no projection, no UMAP
+    seen.clear()
+    html = model_views._latent_map(_latents(50, 2, labels=False), "test")
+    assert html.count("<img") == 1 and not seen
