@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,7 +117,9 @@ def _latent_map(lat: Latents, split: str) -> str:
         import umap  # optional: only when the user installed umap-learn
 
         m = min(n, UMAP_POINTS)
-        emb = umap.UMAP(n_components=2, random_state=0).fit_transform(z[:m].numpy())
+        with warnings.catch_warnings():  # seeded means one thread; umap says so every time
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            emb = umap.UMAP(n_components=2, random_state=0).fit_transform(z[:m].numpy())
         sub = None if labels is None else labels[:m]
         pieces.append(
             image(
