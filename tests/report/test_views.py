@@ -84,7 +84,10 @@ def test_latent_map_is_pca_without_umap_and_adds_umap_when_installed(monkeypatch
     assert seen["data"].shape == (150, 5)
     assert torch.equal(torch.from_numpy(seen["data"]), lat.mean[:150].double())
 
-    # two latent dimensions are drawn as they are: no projection, no UMAP
-    seen.clear()
-    html = model_views._latent_map(_latents(50, 2, labels=False), "test")
-    assert html.count("<img") == 1 and not seen
+    # two latent dimensions are drawn as they are, and a handful of points gets PCA only
+    for lat in (_latents(150, 2, labels=False), _latents(model_views.UMAP_MIN_POINTS - 1, 5)):
+        seen.clear()
+        assert model_views._latent_map(lat, "test").count("<img") == 1 and not seen
+    assert (
+        model_views._latent_map(_latents(model_views.UMAP_MIN_POINTS, 5), "test").count("<img") == 2
+    )

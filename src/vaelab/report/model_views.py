@@ -24,6 +24,7 @@ from vaelab.viz.traversals import traversals
 
 MAP_POINTS = 10_000  # test examples drawn in the latent map (all of MNIST's test split)
 UMAP_POINTS = 3_000  # UMAP, when installed, on fewer: it costs seconds per thousand
+UMAP_MIN_POINTS = 100  # below this a neighbour graph (15 neighbours) shows nothing PCA does not
 SCORED_ROWS = 5_000  # table rows scored for the log p(x) histogram
 SCORE_K = 200  # importance samples per scored row: a ranking, not a reported likelihood
 LEAST_LIKELY = 10
@@ -113,7 +114,7 @@ def _latent_map(lat: Latents, split: str) -> str:
         how = f"PCA of the {dims}-dimensional means ({100 * share:.0f}% of their variance)"
     title = f"posterior means of {n:,} {split} examples: {how}"
     pieces.append(image(figures.latent_map(pts.numpy(), labels, title, axes), "latent map"))
-    if dims > 2 and importlib.util.find_spec("umap") is not None:
+    if dims > 2 and n >= UMAP_MIN_POINTS and importlib.util.find_spec("umap") is not None:
         import umap  # optional: only when the user installed umap-learn
 
         m = min(n, UMAP_POINTS)
