@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class Rows:
     x: torch.Tensor  # model space, prepared with the fixed evaluation seed
     ids: np.ndarray | None
     labels: np.ndarray | None
+    notices: list[str] = field(default_factory=list)  # what reading the file changed
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Encoding:
     std: torch.Tensor
     ids: np.ndarray | None
     labels: np.ndarray | None
+    notices: list[str] = field(default_factory=list)  # what reading the file changed
 
 
 @dataclass
@@ -65,6 +67,7 @@ class Scores:
     k: int
     ids: np.ndarray | None
     labels: np.ndarray | None
+    notices: list[str] = field(default_factory=list)  # what reading the file changed
 
 
 class Run:
@@ -99,16 +102,20 @@ class Run:
             return read_data(path, bare)
         if rec.get("kind") == "table":
             # every input row gets its answer, in order: a row with a missing cell is refused
-            # (naming it), never dropped as --drop-missing did for training
+            # (naming it), never dropped as --drop-missing did for training; the label is
+            # never a feature, so new rows may come without it
             cfg = dataclasses.replace(cfg, columns=rec.get("columns"), drop_missing=False)
+            return read_data(path, cfg, every_row=True)
         return read_data(path, cfg)
 
     def rows(self, raw: Raw) -> Rows:
         """``raw`` prepared for the model, with its ids and labels."""
         ids = labels = None
+        notices: list[str] = []
         if isinstance(raw, (str, os.PathLike)):
             got = self.read(raw)
             values, ids, labels, name = got.values, got.ids, got.labels, str(raw)
+            notices = [f"{raw}: {n}" for n in got.notices]
         else:
             values, name = raw, "the data given"
         x = torch.as_tensor(values)
@@ -116,6 +123,8 @@ class Run:
             x = x.to(torch.float32)
         if x.ndim == len(self.data.data_shape):  # one row
             x = x.unsqueeze(0)
+        if x.shape[0] == 0:
+            raise DataError(f"{name}: no rows")
         if tuple(x.shape[1:]) != self.data.data_shape:
             raise DataError(
                 f"{name}: rows of shape {list(x.shape[1:])}, but the run's model takes "
@@ -123,7 +132,7 @@ class Run:
             )
         self.data.prep.check(x, name)
         stored = self.data.prep.stored(x).to(self.data.device)
-        return Rows(self.data.prepare(stored), ids, labels)
+        return Rows(self.data.prepare(stored), ids, labels, notices)
 
     @torch.no_grad()
     def encode(self, raw: Raw, batch_size: int = 1000) -> Encoding:
@@ -136,7 +145,7 @@ class Run:
             q = self.model.encode(r.x[i : i + batch_size])
             means.append(q.mean.float().cpu())
             stds.append(q.stddev.float().cpu())
-        return Encoding(torch.cat(means), torch.cat(stds), r.ids, r.labels)
+        return Encoding(torch.cat(means), torch.cat(stds), r.ids, r.labels, r.notices)
 
     def score(
         self, raw: Raw, k: int = 1000, batch_size: int | None = None, progress: bool = False
@@ -163,6 +172,7 @@ class Run:
             k=k,
             ids=r.ids,
             labels=r.labels,
+            notices=r.notices,
         )
 
     @torch.no_grad()

@@ -130,6 +130,64 @@ def test_score_is_evaluate_row_by_row_on_the_same_rows(table_run, capsys):
     np.testing.assert_allclose(rec - kl, scores.column("elbo").to_numpy(), atol=1e-4)
 
 
+def test_new_rows_need_no_label_and_the_data_read_is_never_the_output(table_run, capsys):
+    folder, run = table_run
+    x = _table(seed=5).astype(np.float32)[:20]
+    unlabelled = _write_parquet(folder / "new.parquet", x)  # no "kind" column
+    labelled = _write_parquet(folder / "new_kind.parquet", x, np.arange(20) % 3)
+    for data, keys in ((unlabelled, []), (labelled, ["label"])):
+        out = folder / "new_scores.csv"
+        assert main(["score", str(run), "--data", data, "--k", "10", "--out", str(out)]) == 0
+        header = out.read_text().splitlines()[0].replace('"', "").split(",")
+        assert header == [*keys, "log_px", "log_px_stderr", "elbo", "reconstruction", "kl"]
+    # the same rows give the same scores with or without their labels
+    a = vaelab.load_run(run).score(unlabelled, k=10)
+    b = vaelab.load_run(run).score(labelled, k=10)
+    assert a.labels is None and b.labels.tolist() == (np.arange(20) % 3).tolist()
+    torch.testing.assert_close(a.log_px, b.log_px)
+    # a missing cell in new rows is refused without advice to drop rows (score has no flag)
+    holey = x.copy()
+    holey[3, 1] = np.nan
+    data = _write_parquet(folder / "holey.parquet", holey)
+    capsys.readouterr()
+    assert main(["score", str(run), "--data", data, "--out", str(folder / "h.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "missing value" in err and "--drop-missing" not in err and "every row" in err
+    # --out naming the file being read is refused, and the file is untouched
+    before = (folder / "new.parquet").read_bytes()
+    for command in ("score", "encode"):
+        assert main([command, str(run), "--data", unlabelled, "--out", unlabelled]) == 2
+        assert "is the data being read" in capsys.readouterr().err
+    assert (folder / "new.parquet").read_bytes() == before
+    # an empty array of rows is one line, not a reshape error
+    with pytest.raises(vaelab.errors.DataError, match="no rows"):
+        vaelab.load_run(run).score(np.zeros((0, D), np.float32))
+
+
+def test_images_read_differently_from_training_are_noted(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grey, colour = tmp_path / "grey", tmp_path / "colour"
+    for folder, mode, size in ((grey, "L", (12, 10)), (colour, "RGB", (16, 16))):
+        folder.mkdir()
+        for i in range(40):
+            shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(
+                folder / f"{i}.png"
+            )
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(grey), "--out", str(run), *SMALL]) == 0
+    capsys.readouterr()
+    a = str(tmp_path / "a.npy")
+    assert main(["score", str(run), "--data", str(grey), "--k", "5", "--out", a]) == 0
+    assert "note:" not in capsys.readouterr().err  # read as in training: nothing to say
+    out = str(tmp_path / "b.npy")
+    assert main(["encode", str(run), "--data", str(colour), "--out", out]) == 0
+    err = capsys.readouterr().err
+    assert "converted 40 colour images to grey" in err and "resized 40 of 40 images" in err
+
+
 def test_score_of_binarized_images_is_evaluate_on_the_test_split(tmp_path, capsys):
     """With a fixed binarization the draw of an example depends on its position: the test
     rows handed to ``score`` in the split's order get the draws ``evaluate`` gave them."""

@@ -543,10 +543,6 @@ CASES: dict[str, Case] = {
         _encode(t, "trun", p := _write(t, "new.csv", "a,b,y\n1,2,cat\n")),
         [p, "no column 'c'", "the columns are 'a', 'b', 'y'"],
     ),
-    "encode-without-the-label-column": lambda t, o: (
-        _encode(t, "trun", p := _write(t, "new.csv", "a,b,c\n1,2,3\n")),
-        [p, "no label column 'y'"],
-    ),
     "encode-non-numeric-feature": lambda t, o: (
         _encode(t, "trun", p := _write(t, "new.csv", "a,b,c,y\n1,2,3,cat\n4,five,6,dog\n")),
         [p, "non-numeric column 'b'", "'five'", "data row 2 "],
@@ -782,20 +778,24 @@ def test_near_misses_train(tmp_path, capsys, case):
 
 def test_new_rows_read_as_the_run_reads_them(table_run, tmp_path, capsys):
     """encode/score take the near misses: the run's columns in another order beside an extra
-    one (picked by name), raw rows as an array of the run's width (by position), --top 0."""
+    one (picked by name), the same without the label column (the label is never a feature),
+    raw rows as an array of the run's width (by position), --top 0."""
     run = shutil.copytree(table_run, tmp_path / "trun")
     shuffled = _write(tmp_path, "new.csv", "y,extra,c,b,a\ncat,9,0.5,1,0.1\ndog,8,0.2,3,0.4\n")
+    unlabelled = _write(tmp_path, "nolabel.csv", "extra,c,b,a\n9,0.5,1,0.1\n8,0.2,3,0.4\n")
     rows = _npy(tmp_path, "rows.npy", np.array([[0.1, 1, 0.5], [0.4, 3, 0.2]], np.float32))
     before = snapshot(tmp_path)
-    for data, name in ((shuffled, "a.csv"), (rows, "b.csv")):
+    for data, name in ((shuffled, "a.csv"), (rows, "b.csv"), (unlabelled, "c.csv")):
         code, _, err = run_cli(capsys, _encode(tmp_path, "trun", data, name))
         assert code == 0, err
     a = pa_csv.read_csv(tmp_path / "a.csv").to_pydict()
     b = pa_csv.read_csv(tmp_path / "b.csv").to_pydict()
+    c = pa_csv.read_csv(tmp_path / "c.csv").to_pydict()
     # the same two rows, read by name from the table and by position from the array
-    np.testing.assert_allclose(a["mean_0"], b["mean_0"], rtol=1e-5)
-    np.testing.assert_allclose(a["std_1"], b["std_1"], rtol=1e-5)
-    assert a["label"] == ["cat", "dog"] and "label" not in b
+    for other in (b, c):
+        np.testing.assert_allclose(a["mean_0"], other["mean_0"], rtol=1e-5)
+        np.testing.assert_allclose(a["std_1"], other["std_1"], rtol=1e-5)
+    assert a["label"] == ["cat", "dog"] and "label" not in b and "label" not in c
     code, out, err = run_cli(capsys, _score(tmp_path, "trun", shuffled, "s.csv", "--top", "0"))
     assert code == 0, err
     assert "least likely" not in out

@@ -84,6 +84,16 @@ def test_evaluate_gaps_json_adds_up_and_the_report_shows_it(mnist_run, tmp_path,
         == 2
     )
     capsys.readouterr()
+    # another run's gaps are refused; a run folder that no longer exists cannot be told apart
+    other = tmp_path / "other-run"
+    other.mkdir()
+    path.write_text(json.dumps({**gaps, "run": str(other)}))
+    assert main(["report", str(mnist_run), "--out", str(out), "--gaps-json", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the gaps of the run" in err and str(other) in err
+    for run in (str(tmp_path / "moved-away"), str(mnist_run.resolve())):
+        path.write_text(json.dumps({**gaps, "run": run}))
+        assert main(["report", str(mnist_run), "--out", str(out), "--gaps-json", str(path)]) == 0
 
 
 def test_train_no_report_writes_none(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -54,16 +55,35 @@ def _common(p) -> None:
         default=None,
         help="rows to read, as the training data was read (default: the run's data file)",
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="output .csv, .parquet or .npy")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="output .csv, .parquet or .npy (replaced if it exists; never the data read)",
+    )
 
 
 def _open(args):
     from vaelab.data.writers import check_table_output
+    from vaelab.errors import InvalidArgumentError
     from vaelab.use import load_run
 
     check_table_output(args.out)  # before any work
     run = load_run(args.run)
-    return run, args.data or run.cfg.data.dataset
+    data = args.data or run.cfg.data.dataset
+    out = Path(args.out).expanduser()
+    if out.exists() and Path(data).expanduser().exists() and out.samefile(data):
+        raise InvalidArgumentError(
+            f"--out {args.out} is the data being read ({data}): choose another file"
+        )
+    return run, data
+
+
+def _print_notices(notices: list[str]) -> None:
+    # what reading the rows changed (resized, converted to grey, ...): a user scoring new
+    # data for anomalies needs to know that it was not read as it is
+    for notice in notices:
+        print(f"note: {notice}", file=sys.stderr)
 
 
 def _keys(ids, labels) -> dict[str, np.ndarray]:
@@ -80,6 +100,7 @@ def encode(args) -> int:
 
     run, data = _open(args)
     enc = run.encode(data, batch_size=args.batch_size)
+    _print_notices(enc.notices)
     columns = {}
     for name, values in (("mean", enc.mean), ("std", enc.std)):
         for j in range(values.shape[1]):
@@ -97,6 +118,7 @@ def score(args) -> int:
         raise InvalidArgumentError(f"--top must be >= 0 (0: print none), got {args.top}")
     run, data = _open(args)
     s = run.score(data, k=args.k, batch_size=args.batch_size, progress=sys.stderr.isatty())
+    _print_notices(s.notices)
     columns = {}
     for name in ("log_px", "log_px_stderr", "elbo", "reconstruction", "kl"):
         columns[name] = getattr(s, name).double().numpy()  # sums of many terms: float64

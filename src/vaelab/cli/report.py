@@ -58,7 +58,7 @@ def run(args) -> int:
 
     if args.gaps and args.gaps_json:
         raise InvalidArgumentError("--gaps computes the gaps, --gaps-json reads them: give one")
-    gaps = read_gaps(args.gaps_json) if args.gaps_json else None
+    gaps = read_gaps(args.gaps_json, args.run) if args.gaps_json else None
     path = write_report(
         args.run, args.out, data_dir=args.data_dir, data=args.data, gaps=gaps,
         compute_gaps=args.gaps, gaps_n=args.gaps_n, gaps_k=args.gaps_k,

@@ -164,14 +164,17 @@ def _hash_into(h, path: Path) -> None:
             h.update(chunk)
 
 
-def read_data(path: Path, cfg: DataConfig) -> RawData:
-    """A user's file or folder read by its reader, with the run's column and image choices."""
+def read_data(path: Path, cfg: DataConfig, every_row: bool = False) -> RawData:
+    """A user's file or folder read by its reader, with the run's column and image choices
+    (``every_row``: new rows to answer, see :func:`~vaelab.data.tables.read_table`)."""
     if path.is_dir():
         return read_image_folder(path, image_size=cfg.image_size)
     suffix = path.suffix.lower()
     table = cfg.columns is not None or cfg.label_column is not None or cfg.drop_missing
     if suffix in TABLE_SUFFIXES:
-        return read_table(path, cfg.columns, cfg.label_column, cfg.drop_missing)
+        return read_table(
+            path, cfg.columns, cfg.label_column, cfg.drop_missing, every_row=every_row
+        )
     if table:
         raise DataError(
             f"{path}: --columns, --label-column and --drop-missing apply to tables "

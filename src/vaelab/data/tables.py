@@ -89,6 +89,7 @@ def read_table(
     drop_missing: bool = False,
     *,
     header: bool | None = None,
+    every_row: bool = False,
 ) -> RawData:
     """Read a table of examples (one per row) as float32 features, labels and row ids.
 
@@ -112,6 +113,10 @@ def read_table(
     - Ragged rows, non-numeric features, an empty file and a header without rows are errors.
       A single data row is read as ``(1, D)``: splitting it is the caller's problem.
 
+    - ``every_row=True`` reads new rows that each need an answer (``vaelab encode``/``score``):
+      a file without the label column is unlabelled rather than an error, and a missing cell
+      is refused without suggesting to drop its row.
+
     ``describe()`` adds ``format``, ``delimiter``, ``header`` (what was decided),
     ``index_column`` (``None``, ``"dropped"`` or ``"ids"``), ``drop_missing``,
     ``n_rows_in_file`` and ``n_rows_dropped``. New data is read the same way by
@@ -127,15 +132,16 @@ def read_table(
             raise InvalidArgumentError(
                 f"header applies to text tables, not to the Parquet file {path}"
             )
-        parts = _read_parquet(path, wanted, label_column)
+        parts = _read_parquet(path, wanted, label_column, every_row)
     elif suffix in TEXT_DELIMITERS:
-        parts = _read_text(path, TEXT_DELIMITERS[suffix], wanted, label_column, header)
+        parts = _read_text(path, TEXT_DELIMITERS[suffix], wanted, label_column, header, every_row)
     else:
         raise DataError(
             f"{path}: unsupported table type {suffix or '(no suffix)'!r} "
             f"(use {', '.join(TABLE_SUFFIXES)})"
         )
-    return _finish(path, parts, label_column, drop_missing)
+    label = label_column if parts.label is not None else None  # None: read without one
+    return _finish(path, parts, label, drop_missing, every_row)
 
 
 # --------------------------------------------------------------------------- arguments, file
@@ -234,6 +240,11 @@ def _select(
     return features
 
 
+def _present_label(names: list[str], label_column: str | None, every_row: bool) -> str | None:
+    """The label column to read: new rows to answer may come without one (unlabelled)."""
+    return None if every_row and label_column not in names else label_column
+
+
 # --------------------------------------------------------------------------- text tables
 
 
@@ -326,6 +337,7 @@ def _read_text(
     wanted: list[str] | None,
     label_column: str | None,
     header: bool | None,
+    every_row: bool = False,
 ) -> _Parts:
     text = _first_row(path)
     if delimiter is None:  # .txt
@@ -361,6 +373,7 @@ def _read_text(
             f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
         )
     layout = _Layout(path, names, skip, delimiter, has_header)
+    label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index, hint)
     strings = [c for c in (label_column, index) if c is not None]
     values, extra, finite = _stream_csv(layout, features, strings, _estimate_rows(path, text))
@@ -549,7 +562,9 @@ def _is_numeric(t: pa.DataType) -> bool:
     )
 
 
-def _read_parquet(path: Path, wanted: list[str] | None, label_column: str | None) -> _Parts:
+def _read_parquet(
+    path: Path, wanted: list[str] | None, label_column: str | None, every_row: bool = False
+) -> _Parts:
     try:
         pf = pq.ParquetFile(path, pre_buffer=False)
         schema = pf.schema_arrow
@@ -564,6 +579,7 @@ def _read_parquet(path: Path, wanted: list[str] | None, label_column: str | None
     )
     if index is not None and (index == label_column or (wanted and index in wanted)):
         index = None
+    label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index)
     bad = [c for c in features if not _is_numeric(schema.field(c).type)]
     if bad:
@@ -699,7 +715,9 @@ def _compact_rows(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return values
 
 
-def _finish(path: Path, parts: _Parts, label_column: str | None, drop_missing: bool) -> RawData:
+def _finish(
+    path: Path, parts: _Parts, label_column: str | None, drop_missing: bool, every_row: bool
+) -> RawData:
     values, features, row_ref = parts.values, parts.features, parts.row_ref
     n = values.shape[0]
     notices: list[str] = list(parts.notices)
@@ -722,10 +740,14 @@ def _finish(path: Path, parts: _Parts, label_column: str | None, drop_missing: b
             nan_in_row = np.isnan(values[i])
             column = features[int(np.argmax(nan_in_row))] if nan_in_row.any() else label_column
             if not drop_missing:
+                remedy = (
+                    "every row gets an answer: fill or remove them"
+                    if every_row
+                    else "--drop-missing, drop_missing=True, drops them"
+                )
                 raise DataError(
                     f"{path}: missing value (empty, NA or NaN) in column {column!r}, "
-                    f"{row_ref(i)}; rows with a missing value: {n_missing} of {n} "
-                    "(--drop-missing, drop_missing=True, drops them)"
+                    f"{row_ref(i)}; rows with a missing value: {n_missing} of {n} ({remedy})"
                 )
             if n_missing == n:
                 raise DataError(f"{path}: every one of the {n} rows has a missing value")

@@ -126,8 +126,9 @@ def _labels(pipeline, split):
     return None if labels is None else labels.numpy() if hasattr(labels, "numpy") else labels
 
 
-def read_gaps(path: str | os.PathLike) -> dict:
-    """The JSON ``vaelab evaluate --gaps --json`` printed, checked to hold the gaps."""
+def read_gaps(path: str | os.PathLike, run_dir: str | os.PathLike | None = None) -> dict:
+    """The JSON ``vaelab evaluate --gaps --json`` printed, checked to hold the gaps (and, given
+    ``run_dir``, not to name another run folder that exists)."""
     gaps = read_json(path, "gaps JSON")
     if not isinstance(gaps, dict) or not all(
         isinstance(gaps.get(k), (int, float)) for k in ("approximation_gap", "amortization_gap")
@@ -136,6 +137,13 @@ def read_gaps(path: str | os.PathLike) -> dict:
             f"{path}: not the output of `vaelab evaluate --gaps --json` "
             "(no approximation_gap and amortization_gap)"
         )
+    other = gaps.get("run")
+    if run_dir is not None and isinstance(other, str) and Path(other).is_dir():
+        if Path(other).resolve() != Path(run_dir).resolve():
+            raise InvalidArgumentError(
+                f"{path}: the gaps of the run {other}, not of {run_dir}; compute this run's "
+                f"with `vaelab evaluate {run_dir} --gaps --json` or `vaelab report --gaps`"
+            )
     return gaps
 
 
