@@ -149,13 +149,14 @@ def image_sections(model, x: torch.Tensor, lat: Latents) -> list[Section]:
             ),
         )
     )
-    r = reconstructions(model, x[:24].cpu(), per_row=8)
+    width = min(8, x.shape[0])  # a split of fewer than 8 examples: no blank cells
+    r = reconstructions(model, x[:24].cpu(), per_row=width)
     out.append(
         Section(
             "reconstructions",
             "Reconstructions",
             image(
-                grid_png(r, nrow=8, row_labels=["original", "reconstruction"], min_width=448),
+                grid_png(r, nrow=width, row_labels=["original", "reconstruction"], min_width=448),
                 "reconstructions",
                 "test examples and the decoded mean of their posterior mean",
             ),
