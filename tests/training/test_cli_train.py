@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -74,6 +75,16 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
     assert main(["sample", str(run), "-n", "5", "--out", str(tmp_path / "s.npy")]) == 0
     assert main(["reconstruct", str(run), "--out", str(tmp_path / "r.png"), "-n", "8"]) == 0
     assert Image.open(tmp_path / "r.png").size[1] == 2 * (2 * 28 + 3 * 2)  # rows labelled
+    # fewer than 8 examples: one row of 5 originals above one of their 5 reconstructions
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r5.png"), "-n", "5"]) == 0
+    width, height = Image.open(tmp_path / "r5.png").size
+    assert height == 2 * (2 * 28 + 3 * 2) and width > 2 * (5 * 28 + 6 * 2)  # and a label margin
+    # 12: rows of 8, 4 of them (the last of each kind filled out with blank cells), not 3
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r12.png"), "-n", "12"]) == 0
+    assert Image.open(tmp_path / "r12.png").size[1] == 2 * (4 * 28 + 5 * 2)
+    # an array holds no blank cells: the 12 originals, then their 12 reconstructions
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "r12.npy"), "-n", "12"]) == 0
+    assert np.load(tmp_path / "r12.npy").shape == (24, 1, 28, 28)
     assert (
         main(
             [

@@ -112,8 +112,12 @@ def reconstruct(args) -> int:
     run = _run(args, with_data=True)
     x = run.data.eval_data(args.split)[: args.n]
     if run.is_images:
-        rows = reconstructions(run.model, x, per_row=8)
-        _save(run, rows, args.out, 8, row_labels=["original", "reconstruction"])
+        # A grid row is all originals or all their reconstructions, as its label says; an
+        # array is the N originals then their N reconstructions (one "row" each, no blanks).
+        npy = args.out.lower().endswith(".npy")
+        width = x.shape[0] if npy else min(8, x.shape[0])
+        rows = reconstructions(run.model, x, per_row=width)
+        _save(run, rows, args.out, width, row_labels=["original", "reconstruction"])
         return 0
     with torch.no_grad():
         recon = run.model.decode(run.model.encode(x).mean).mean

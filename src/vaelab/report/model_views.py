@@ -24,6 +24,7 @@ from vaelab.viz.traversals import traversals
 
 MAP_POINTS = 10_000  # test examples drawn in the latent map (all of MNIST's test split)
 UMAP_POINTS = 3_000  # UMAP, when installed, on fewer: it costs seconds per thousand
+MAP_MIN_POINTS = 3  # a 2-D map needs 3 points: PCA of n points has at most n - 1 axes
 UMAP_MIN_POINTS = 100  # below this a neighbour graph (15 neighbours) shows nothing PCA does not
 SCORED_ROWS = 5_000  # table rows scored for the log p(x) histogram
 SCORE_K = 200  # importance samples per scored row: a ranking, not a reported likelihood
@@ -98,6 +99,22 @@ def _latent_map(lat: Latents, split: str) -> str:
     z = lat.mean[:MAP_POINTS].double()
     labels = None if lat.labels is None else lat.labels[:MAP_POINTS]
     n, dims = z.shape
+    # PCA of n points spans at most n - 1 directions, so a second axis needs 3 points; fewer,
+    # or means that do not vary at all, would be a picture of nothing (or a crash: one
+    # component, and a "% of variance" of 0 / 0)
+    if n < MAP_MIN_POINTS:
+        return paragraph(
+            f"No latent map: {n} {split} example{'s' if n != 1 else ''} "
+            f"{'are' if n != 1 else 'is'} too few to draw one (it needs at least "
+            f"{MAP_MIN_POINTS}).",
+            "note",
+        )
+    if not bool((z != z[0]).any()):
+        return paragraph(
+            f"No latent map: the posterior means of the {n:,} {split} examples are all the "
+            "same, so there is nothing to spread out on a map.",
+            "note",
+        )
     pieces = []
     if dims == 1:
         pts = torch.stack([z[:, 0], torch.zeros(n, dtype=z.dtype)], 1)
@@ -149,13 +166,14 @@ def image_sections(model, x: torch.Tensor, lat: Latents) -> list[Section]:
             ),
         )
     )
-    r = reconstructions(model, x[:24].cpu(), per_row=8)
+    width = min(8, x.shape[0])  # a split of fewer than 8 examples: no blank cells
+    r = reconstructions(model, x[:24].cpu(), per_row=width)
     out.append(
         Section(
             "reconstructions",
             "Reconstructions",
             image(
-                grid_png(r, nrow=8, row_labels=["original", "reconstruction"], min_width=448),
+                grid_png(r, nrow=width, row_labels=["original", "reconstruction"], min_width=448),
                 "reconstructions",
                 "test examples and the decoded mean of their posterior mean",
             ),
@@ -192,6 +210,8 @@ def _most_active(lat: Latents, count: int) -> list[int]:
 
 def _traversal_section(model, lat: Latents, count: int = 6, examples: int = 2) -> Section:
     dims = _most_active(lat, min(count, lat.mean.shape[1]))
+    # a split of one example has one row per dimension: the labels and caption must say so
+    examples = min(examples, lat.mean.shape[0])
     z0 = lat.mean[:examples].to(next(model.parameters()).dtype)
     imgs = traversals(model, z0, dims, steps=9, span=3.0)
     labels = [f"z_{d}" for d in dims for _ in range(examples)]
@@ -200,7 +220,7 @@ def _traversal_section(model, lat: Latents, count: int = 6, examples: int = 2) -
         "latent traversals",
         f"the {len(dims)} dimensions with the largest KL, each swept from −3 to +3 prior "
         f"standard deviations (left to right), the others at the posterior mean of "
-        f"{examples} test examples (one row each)",
+        f"{examples} test example{'s' if examples != 1 else ''} (one row each)",
     )
     return Section("traversals", "Latent traversals", body)
 

@@ -58,17 +58,24 @@ def samples(model, n: int, seed: int = 0, mean: bool = True) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstructions(model, x: torch.Tensor, per_row: int = 8) -> torch.Tensor:
-    """Originals and the decoded means of their posterior means, rows interleaved.
+def reconstructions(model, x: torch.Tensor, per_row: int = 8, blank: float = 1.0) -> torch.Tensor:
+    """Originals and the decoded means of their posterior means, in rows of ``per_row``.
 
-    Returns ``(2N, *data_shape)`` ordered so that a grid of ``per_row`` columns shows a row of
-    originals above the row of their reconstructions.
+    Returns ``(2 · ceil(N / per_row) · per_row, *data_shape)`` ordered so that a grid of
+    ``per_row`` columns shows each row of originals above the row of their reconstructions.
+    The last row of each kind is filled out with ``blank`` cells (white, as the grid's padding)
+    when ``per_row`` does not divide N: otherwise that row would run on into the next kind's
+    and a grid's "original" / "reconstruction" row labels would name the wrong cells. Pass
+    ``per_row=min(8, N)`` to have no blank cells for a handful of examples.
     """
     positive_int("per_row", per_row)
     recon = model.decode(model.encode(x).mean).mean.to(x.dtype)
     rows = []
     for i in range(0, x.shape[0], per_row):
-        rows += [x[i : i + per_row], recon[i : i + per_row]]
+        for part in (x[i : i + per_row], recon[i : i + per_row]):
+            rows.append(part)
+            if part.shape[0] < per_row:
+                rows.append(part.new_full((per_row - part.shape[0], *part.shape[1:]), blank))
     return torch.cat(rows)
 
 

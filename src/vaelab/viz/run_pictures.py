@@ -23,7 +23,9 @@ def write_run_pictures(run_dir: str | Path, model, x: torch.Tensor, seed: int = 
     model = model.to("cpu")
     samples_png, reconstructions_png = RUN_PICTURES
     written = [save_images(samples(model, 64, seed=seed), run_dir / samples_png, nrow=8)]
-    recon = reconstructions(model, x[:32].cpu(), per_row=8)
+    x = x[:32].cpu()
+    width = min(8, x.shape[0])  # a split of fewer than 8 examples: no blank cells
+    recon = reconstructions(model, x, per_row=width)
     labels = ["original", "reconstruction"]
-    written.append(save_images(recon, run_dir / reconstructions_png, nrow=8, row_labels=labels))
+    written.append(save_images(recon, run_dir / reconstructions_png, nrow=width, row_labels=labels))
     return written
