@@ -128,6 +128,11 @@ def test_score_is_evaluate_row_by_row_on_the_same_rows(table_run, capsys):
     assert (kl >= 0).all()
     rec = scores.column("reconstruction").to_numpy()
     np.testing.assert_allclose(rec - kl, scores.column("elbo").to_numpy(), atol=1e-4)
+    # the ELBO is the mean of the same K log-weights: below log p(x) on every row (Jensen),
+    # not only on average (a one-sample ELBO was above it on a third of a table's rows)
+    gap = log_px - scores.column("elbo").to_numpy()
+    assert (gap >= -1e-6).all(), gap.min()
+    assert (gap > 1e-3).mean() > 0.5  # and the inequality is not an identity here
 
 
 def test_new_rows_need_no_label_and_the_data_read_is_never_the_output(table_run, capsys):

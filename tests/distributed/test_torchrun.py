@@ -317,7 +317,10 @@ def test_distributed_evaluation_equals_one_process_per_example(tmp_path):
     assert ranks.keys() == single.keys() and len(single) >= 6
     for key, value in single.items():
         assert ranks[key].shape == value.shape, key
-        assert (ranks[key] - value).abs().max().item() <= 1e-6, key
+        # the ELBO is the float64 mean of the k float32 log-weights: one of them an ulp apart
+        # (6e-5 at -546) moves it by 6e-5 / k, so allow 1e-8 of the value beside the 1e-6
+        tol = 1e-6 + 1e-8 * value.abs().max().item()
+        assert (ranks[key] - value).abs().max().item() <= tol, key
 
 
 def test_evaluate_command_under_torchrun_prints_the_one_process_report(runs, capsys):

@@ -30,9 +30,10 @@ def add_parsers(sub) -> None:
         help="per-row log-likelihood, ELBO, reconstruction and KL (anomaly scores)",
         description=(
             "Write, for every row of a file in input order, the importance-sampled log p(x) "
-            "with K samples and its standard error, the ELBO, the reconstruction term and "
-            "the KL, in the data's own units (the run's preprocessing undone). Low log p(x) "
-            "marks unusual rows."
+            "with K samples and its standard error, the ELBO (the mean of the same K "
+            "log-weights: never above the row's log p(x)), the reconstruction term and the KL, "
+            "in the data's own units (the run's preprocessing undone). Low log p(x) marks "
+            "unusual rows."
         ),
     )
     _common(p)

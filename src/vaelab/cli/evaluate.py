@@ -19,7 +19,9 @@ def add_parser(sub) -> None:
         description=(
             "Evaluate a run's best model. log p(x) is estimated by importance sampling with K "
             "samples from q(z|x) (a lower bound in expectation; the literature uses K=5000); the "
-            "ELBO uses the closed-form KL. Means carry their standard error over examples."
+            "ELBO is the mean of the same K log-weights, so it is below log p(x) for every "
+            "example; the KL is closed-form where it can be and the reconstruction term is "
+            "ELBO + KL. Means carry their standard error over examples."
         ),
     )
     add_run(p)

@@ -26,11 +26,14 @@ LATENT_COPIES = 4
 
 @dataclass
 class LogLikelihoodOutput:
-    """``log p(x)`` per example ``(B,)`` with the standard error of the estimate and ``k``."""
+    """``log p(x)`` per example ``(B,)`` with the standard error of the estimate and ``k``, and
+    the mean of the same ``k`` log-weights: the ``k``-sample estimate of the ELBO, which by
+    Jensen's inequality is never above ``log_px`` (float64)."""
 
     log_px: torch.Tensor
     stderr: torch.Tensor
     k: int
+    mean_log_weight: torch.Tensor
 
 
 def values_per_sample(model, x: torch.Tensor) -> int:
@@ -79,6 +82,7 @@ def log_likelihood(
     if q is None and not isinstance(model, OwnImportanceWeights):
         q = _posterior(model, x, q)  # encode once; each chunk only samples and decodes
     lse = lse_sq = None
+    total = 0.0  # of the log-weights, in float64: k of them, each ~ -100
     done = 0
     while done < k:
         n = min(chunk_size, k - done)
@@ -88,6 +92,7 @@ def log_likelihood(
         c1, c2 = torch.logsumexp(lw, 0), torch.logsumexp(2 * lw, 0)
         lse = c1 if lse is None else torch.logaddexp(lse, c1)
         lse_sq = c2 if lse_sq is None else torch.logaddexp(lse_sq, c2)
+        total = total + lw.sum(0, dtype=torch.float64)
         done += n
     log_k = math.log(k)
     log_px = lse - log_k
@@ -97,4 +102,4 @@ def log_likelihood(
         stderr = (rel_var / (k - 1)).sqrt()
     else:
         stderr = torch.full_like(log_px, float("nan"))
-    return LogLikelihoodOutput(log_px=log_px, stderr=stderr, k=k)
+    return LogLikelihoodOutput(log_px=log_px, stderr=stderr, k=k, mean_log_weight=total / k)
