@@ -294,3 +294,38 @@ def test_collapse_warning_threshold_is_a_quarter(active, total, warns):
     assert (warning is not None) == warns
     if warns:
         assert f"only {active} of {total}" in warning
+
+
+def test_a_constant_column_neither_wrecks_training_nor_the_numbers(tmp_path, capsys):
+    """A column that never varies is left unscaled by the preprocessing; its learned scale
+    starts at 1 like its neighbours' (at the 0.002 floor, the first steps' small errors in its
+    mean cost thousands of nats and training diverged: val ELBO -1241 where the same table
+    without the column had -19)."""
+    x = _table(seed=1).astype(np.float32)
+    with_const = np.concatenate([x, np.full((N, 1), 5.0, np.float32)], 1)
+    runs = {}
+    for name, values in (("plain", x), ("const", with_const)):
+        columns = {f"c{j}": values[:, j] for j in range(values.shape[1])}
+        pq.write_table(pa.table(columns), tmp_path / f"{name}.parquet")
+        run = tmp_path / name
+        argv = ["train", "--dataset", str(tmp_path / f"{name}.parquet"), "--out", str(run)]
+        assert main([*argv, *SMALL, "--no-report"]) == 0
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = [r["val_elbo"] for r in rows]
+    capsys.readouterr()
+    # the constant column costs at most the log-density of a unit Gaussian at its mean (0.92
+    # nats) while its scale shrinks; it does not throw training off
+    for plain, const in zip(runs["plain"], runs["const"], strict=True):
+        assert const > plain - 3, (runs["plain"], runs["const"])
+    # and the scale of the constant value itself started at 1
+    model = vaelab.load_run(tmp_path / "const").model
+    scale = model.likelihood.scale().detach()
+    assert scale.shape[-1] == 6 and float(scale[..., -1]) < 1.0  # trained down from 1
+
+
+def test_the_output_scale_of_a_value_that_never_varies_starts_at_1():
+    from vaelab import VAE
+
+    vae = VAE(data_shape=(3,), latent_dim=2, hidden=(8,), likelihood="gaussian")
+    vae.init_output_scale(torch.tensor([0.5, 0.0, 2.0]))
+    torch.testing.assert_close(vae.likelihood.scale(), torch.tensor([0.5, 1.0, 2.0]))
