@@ -115,6 +115,11 @@ class Run:
         if isinstance(raw, (str, os.PathLike)):
             got = self.read(raw)
             values, ids, labels, name = got.values, got.ids, got.labels, str(raw)
+            classes = got.details.get("classes")
+            if classes and labels is not None:
+                # a folder's class names, not their codes: codes are positions in the sorted
+                # names of *this* folder, so the same code could name another class in training
+                labels = np.asarray(classes)[labels]
             notices = [f"{raw}: {n}" for n in got.notices]
         else:
             values, name = raw, "the data given"

@@ -296,6 +296,22 @@ def test_collapse_warning_threshold_is_a_quarter(active, total, warns):
         assert f"only {active} of {total}" in warning
 
 
+@pytest.mark.parametrize(
+    "likelihood, variance, advised",
+    [("gaussian", "scalar", True), ("gaussian", "fixed", True), ("gaussian", "per_dim", False),
+     ("gaussian", "per_example", False), ("bernoulli", "per_dim", False)],
+)  # fmt: skip
+def test_collapse_advice_names_per_dim_variance_only_where_it_is_not_set(
+    likelihood, variance, advised
+):
+    from types import SimpleNamespace
+
+    report = {"active_units": 0, "latent_dim": 8, "likelihood": likelihood}
+    warning = collapse_warning(report, SimpleNamespace(gaussian_variance=variance))
+    assert ("gaussian_variance=per_dim" in warning) == advised
+    assert "--kl-warmup" in warning and warning.endswith("or a smaller --latent-dim")
+
+
 def test_a_constant_column_neither_wrecks_training_nor_the_numbers(tmp_path, capsys):
     """A column that never varies is left unscaled by the preprocessing; its learned scale
     starts at 1 like its neighbours' (at the 0.002 floor, the first steps' small errors in its
@@ -329,3 +345,31 @@ def test_the_output_scale_of_a_value_that_never_varies_starts_at_1():
     vae = VAE(data_shape=(3,), latent_dim=2, hidden=(8,), likelihood="gaussian")
     vae.init_output_scale(torch.tensor([0.5, 0.0, 2.0]))
     torch.testing.assert_close(vae.likelihood.scale(), torch.tensor([0.5, 1.0, 2.0]))
+
+
+def test_image_folder_rows_are_labelled_with_their_folder_names(tmp_path, capsys):
+    """Class folders label their images by name: a code would be a position in the sorted
+    names of whichever folder was read, so 'birds' would come out as training's 'cats'."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+
+    def folder(root, classes):
+        for name in classes:
+            (root / name).mkdir(parents=True)
+            for i in range(20):
+                pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+                Image.fromarray(pixels, "L").save(root / name / f"{i}.png")
+        return str(root)
+
+    train = folder(tmp_path / "pets", ["cats", "dogs"])
+    new = folder(tmp_path / "wild", ["birds", "zebras"])
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", train, "--out", str(run), *SMALL, "--no-report"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "s.csv"
+    assert main(["score", str(run), "--data", new, "--k", "5", "--out", str(out)]) == 0
+    labels = [line.split(",")[1].strip('"') for line in out.read_text().splitlines()[1:]]
+    assert sorted(set(labels)) == ["birds", "zebras"] and labels.count("birds") == 20
+    enc = vaelab.load_run(run).encode(train)
+    assert sorted(set(enc.labels.tolist())) == ["cats", "dogs"]

@@ -635,7 +635,19 @@ FLAG_CASES = {
     "score-top-words": (["score", "RUN", "--out", "s.csv", "--top", "ten"], "--top: invalid int"),
     "score-k-words": (["score", "RUN", "--out", "s.csv", "--k", "many"], "--k: invalid int"),
     "encode-without-out": (["encode", "RUN"], "--out"),
+    "hidden-with-an-empty-size": (["train", "--hidden", "8,,8"], "got '8,,8'"),
+    "hidden-ending-in-a-comma": (["train", "--hidden", "8,"], "got '8,'"),
 }
+
+
+@pytest.mark.parametrize(
+    "text, sizes", [("400", [400]), ("200,200", [200, 200]), ("200, 100", [200, 100]),
+                    ("200 100", [200, 100])],
+)  # fmt: skip
+def test_hidden_sizes_are_read_with_commas_or_spaces(text, sizes):
+    from vaelab.cli.options import int_list
+
+    assert int_list(text) == sizes
 
 
 @pytest.mark.parametrize("case", sorted(FLAG_CASES))
@@ -835,3 +847,48 @@ def test_an_observed_integer_range_covers_every_split(tmp_path, capsys):
     assert (run / "eval_test.json").is_file()
     code, _, err = run_cli(capsys, ["evaluate", str(run), "--k", "5"])
     assert code == 0, err
+
+
+def test_what_a_command_says_next_is_what_works(tmp_path, capsys):
+    """The end-of-training hint, a moved file and a wrongly named report say what to do."""
+    data = _write(tmp_path, "rows.csv", _rows())
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, ["train", "--out", str(run), "--dataset", data, *QUICK])
+    assert code == 0, err
+    assert f"vaelab sample {run} -n 64 --out samples.csv" in out  # a table's samples: a table
+    code, _, err = run_cli(
+        capsys, ["sample", str(run), "-n", "4", "--out", str(tmp_path / "s.csv")]
+    )
+    assert code == 0, err  # and the hint's command works
+    code, _, err = run_cli(capsys, ["train", "--out", str(run), "--resume", "--no-report"])
+    assert code == 0 and f"resuming {run} (complete: nothing to train)" in err, err
+    code, _, err = run_cli(capsys, ["report", str(run), "--out", str(tmp_path / "r.pdf")])
+    assert code == 2
+    assert_one_line_error(err, "r.pdf", "name it .html")
+    assert not (tmp_path / "r.pdf").exists()
+    moved = tmp_path / "elsewhere.csv"
+    Path(data).rename(moved)
+    code, _, err = run_cli(capsys, ["evaluate", str(run), "--k", "5"])
+    assert code == 2
+    assert_one_line_error(err, data, "not there any more", "--data PATH")
+    code, _, err = run_cli(capsys, ["evaluate", str(run), "--k", "5", "--data", str(moved)])
+    assert code == 0, err
+
+
+def test_a_value_range_on_a_float_table_is_the_scaling_not_a_clash(tmp_path, capsys):
+    """--value-range on a table of floats scales it; standardizing is only the default when no
+    range is given (it said "--standardize on and --value-range exclude each other" although
+    nobody had asked for --standardize)."""
+    x = _rng(1).uniform(0, 4, size=(N_ROWS, 3))
+    data = _write(
+        tmp_path, "u.csv", "a,b,c\n" + "".join(",".join(f"{v:.3f}" for v in r) + "\n" for r in x)
+    )
+    run = tmp_path / "run"
+    argv = ["train", "--out", str(run), "--dataset", data, "--value-range", "0,4", *QUICK]
+    code, _, err = run_cli(capsys, argv)
+    assert code == 0, err
+    prep = _record(run)["preprocessing"]
+    assert prep["value_range"] == [0, 4] and prep["mean"] is None  # scaled by the range only
+    again = ["train", "--out", str(tmp_path / "run2"), "--dataset", data, "--value-range", "0,4"]
+    code, _, err = run_cli(capsys, [*again, "--standardize", "on", *QUICK])
+    assert code == 2 and "exclude each other" in err  # asked for both: still refused

@@ -30,8 +30,11 @@ def config_default(key: str) -> str:
 
 
 def int_list(text: str) -> list[int]:
+    parts = [v.strip() for v in text.split(",")] if "," in text else text.split()
     try:
-        return [int(v) for v in text.replace(",", " ").split()]
+        if not parts or not all(parts):  # "8,,8" or "8," is a slip, not [8, 8]
+            raise ValueError
+        return [int(v) for v in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected sizes like 400 or 200,200, got {text!r}"

@@ -141,7 +141,10 @@ def interpolate(args) -> int:
     _fits(run.model, args.pairs * args.steps, args.out)
     x = run.data.eval_data(args.split)
     if x.shape[0] < 2:
-        raise VaelabError(f"the {args.split} split has fewer than 2 examples")
+        other = "train" if args.split != "train" else "test"
+        raise VaelabError(
+            f"the {args.split} split has fewer than 2 examples to pair: try --split {other}"
+        )
     g = torch.Generator().manual_seed(args.seed)
     idx = torch.randint(x.shape[0], (2, args.pairs), generator=g)
     frames = interpolations(run.model, x[idx[0]], x[idx[1]], steps=args.steps)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vaelab.cli.options import add_data_dir, add_run
 
 
@@ -58,6 +60,8 @@ def run(args) -> int:
 
     if args.gaps and args.gaps_json:
         raise InvalidArgumentError("--gaps computes the gaps, --gaps-json reads them: give one")
+    if args.out is not None and Path(args.out).suffix.lower() not in (".html", ".htm"):
+        raise InvalidArgumentError(f"--out {args.out}: the report is a web page, name it .html")
     gaps = read_gaps(args.gaps_json, args.run) if args.gaps_json else None
     path = write_report(
         args.run, args.out, data_dir=args.data_dir, data=args.data, gaps=gaps,

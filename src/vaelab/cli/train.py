@@ -288,8 +288,9 @@ def run(args) -> int:
         print(f"skipped {result.skipped_steps} non-finite steps, {result.rollbacks} rollbacks")
     if test:
         print_report(test)
+    pictures = len(trainer.data.data_shape) == 3  # images; a table's samples are a table
     print(
         f"next: vaelab evaluate {result.run_dir} --k 5000  |  "
-        f"vaelab sample {result.run_dir} -n 64 --out samples.png"
+        f"vaelab sample {result.run_dir} -n 64 --out samples.{'png' if pictures else 'csv'}"
     )
     return 0

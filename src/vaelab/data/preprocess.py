@@ -80,6 +80,7 @@ class Preprocessing:
             cfg.standardize == "auto"
             and kind == "table"
             and not integer
+            and value_range is None  # the user's range says how to scale instead
             and likelihood != "bernoulli"
         )
         mean = std = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,6 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 DPI = 80  # small files: a report holds a dozen figures and stays a few hundred kB
+
+
+# A column named in a script the font lacks (日付) is drawn as boxes: the figure is still
+# right, and matplotlib's four lines per missing glyph on the terminal help nobody.
+warnings.filterwarnings("ignore", message="Glyph .* missing from", category=UserWarning)
 
 
 def plain(text: str) -> str:

@@ -65,19 +65,25 @@ def finish_run(
                 f"finish the evaluation with: vaelab train --resume --out {run_dir}"
             ) from None
         atomic_write_json(path, {"run": str(run_dir), **report})
-    if warning := collapse_warning(report):
+    if warning := collapse_warning(report, getattr(best, "config", None)):
         log(warning)
     return report
 
 
-def collapse_warning(report: dict) -> str | None:
+def collapse_warning(report: dict, model_config=None) -> str | None:
     """One line when fewer than a quarter of the latent units are active (posterior collapse:
-    the decoder ignores z and every reconstruction is the mean), with what to try."""
+    the decoder ignores z and every reconstruction is the mean), with what to try; a learned
+    per-dimension variance only where the model's Gaussian likelihood has a fixed or a single
+    scale (``model_config``: the model's config, when known)."""
     active, total = report.get("active_units"), report.get("latent_dim")
     if active is None or not total or active >= total / 4:
         return None
+    tries = ["a KL warm-up (--kl-warmup 10)", "a smaller β (--beta 0.5)"]
+    variance = getattr(model_config, "gaussian_variance", None)
+    if report.get("likelihood") == "gaussian" and variance in ("fixed", "scalar"):
+        tries.append("a learned per-dimension variance (--set model.gaussian_variance=per_dim)")
+    tries.append("a smaller --latent-dim")
     return (
         f"warning: only {active} of {total} latent units are active (posterior collapse): try "
-        "a KL warm-up (--kl-warmup 10), a smaller β (--beta 0.5), a learned per-dimension "
-        "variance (--set model.gaussian_variance=per_dim) or a smaller --latent-dim"
+        f"{', '.join(tries[:-1])} or {tries[-1]}"
     )

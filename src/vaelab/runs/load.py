@@ -13,6 +13,7 @@ from vaelab.config import RunConfig
 from vaelab.data.pipeline import DataPipeline
 from vaelab.data.sources import FileSource, absolute_dataset
 from vaelab.device import resolve_device
+from vaelab.errors import DataError
 from vaelab.models.base import LatentVariableModel
 from vaelab.runs.config_file import read_data_record, read_run_config, saved_preprocessing
 
@@ -55,6 +56,13 @@ def load_run(
     model = LatentVariableModel.load(run_dir, map_location=dev)  # a model vaelab trains
     model.eval()
     prep = saved_preprocessing(run_dir)
+    dataset = cfg.data.dataset
+    if (with_data or prep is None) and data is None and os.path.isabs(dataset):
+        if not os.path.exists(dataset):  # a user's file or folder, recorded absolute
+            raise DataError(
+                f"{dataset}: the run's data is not there any more; if it moved, give the "
+                "new place with --data PATH"
+            )
     if with_data or prep is None:
         pipeline = DataPipeline(
             cfg.data,

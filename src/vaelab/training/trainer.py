@@ -187,10 +187,8 @@ class Trainer:
             if self.world.writer:
                 (self.run_dir / layout.EVAL_FILE).unlink(missing_ok=True)
         self._write_config()  # records the settings that may change on resume
-        self.log(
-            f"resuming {self.run_dir} at epoch {s.epoch + 1}, "
-            f"step {s.step_in_epoch}/{self.steps_per_epoch}"
-        )
+        where = f"at epoch {s.epoch + 1}, step {s.step_in_epoch}/{self.steps_per_epoch}"
+        self.log(f"resuming {self.run_dir} {'(complete: nothing to train)' if s.done else where}")
 
     def _loop(self, stop: StopFlag) -> None:
         t = self.cfg.train
