@@ -600,6 +600,19 @@ CASES: dict[str, Case] = {
         _score(t, "prev", str((t / "nothing").mkdir() or t / "nothing")),
         [str(t / "nothing"), "empty folder (no images)"],
     ),
+    "label-column-of-a-semicolon-file": lambda t, o: (
+        [
+            "train",
+            "--out",
+            o,
+            "--dataset",
+            p := _write(t, "semi.csv", "a;b;y\n1;2;cat\n"),
+            "--label-column",
+            "y",
+            *QUICK,
+        ],
+        [p, "no label column 'y'", "the columns are 'a;b;y'", "separated by another character"],
+    ),
     "evaluate-data-without-the-label-column": lambda t, o: (
         ["evaluate", str(t / "trun"), "--data", p := _write(t, "rows.csv", _rows()), "--k", "5"],
         [p, "no label column 'y'"],

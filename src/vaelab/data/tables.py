@@ -212,6 +212,9 @@ class _Parts:
         self.notices: list[str] = []
 
 
+_SEPARATOR_HINT = "; is the file separated by another character? (.csv: ',', .tsv: tab)"
+
+
 def _select(
     path: Path,
     names: list[str],
@@ -221,6 +224,8 @@ def _select(
     hint: str = "",
 ) -> list[str]:
     """The feature columns: ``wanted``, or every column but the label and the index."""
+    if len(names) == 1 and any(d in names[0] for d in ",;\t|"):
+        hint += _SEPARATOR_HINT  # one column whose name holds separators: another delimiter
     if label_column is not None and label_column not in names:
         raise DataError(
             f"{path}: no label column {label_column!r}; the columns are {_names(names)}{hint}"
@@ -535,7 +540,7 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
     name, i, value = first
     hint = ""
     if len(layout.names) == 1 and any(d in str(value) for d in ",;\t" if d != layout.delimiter):
-        hint = "; is the file separated by another character? (.csv: ',', .tsv: tab)"
+        hint = _SEPARATOR_HINT
     raise DataError(
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
         f"{value!r} in {name!r}, {layout.row_ref(i)}); choose numeric features with "
