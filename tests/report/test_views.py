@@ -91,3 +91,18 @@ def test_latent_map_is_pca_without_umap_and_adds_umap_when_installed(monkeypatch
     assert (
         model_views._latent_map(_latents(model_views.UMAP_MIN_POINTS, 5), "test").count("<img") == 2
     )
+
+
+def test_histogram_draws_the_finite_values_and_survives_the_rest():
+    import numpy as np
+
+    from vaelab.report import figures
+
+    finite = np.array([-10.0, -12.0, -11.0, -10.5])
+    with_bad = np.concatenate([finite, [-np.inf, np.nan, np.inf]])
+    marks = np.array([-np.inf, -12.0])
+    png = figures.histogram(with_bad, "t", "log p(x)", marks)
+    assert png.startswith(b"\x89PNG")
+    # the same picture as of the finite values alone
+    assert png == figures.histogram(finite, "t", "log p(x)", np.array([-12.0]))
+    assert figures.histogram(np.array([np.nan]), "t", "x").startswith(b"\x89PNG")

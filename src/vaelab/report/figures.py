@@ -140,10 +140,17 @@ def latent_map(points: np.ndarray, labels, title: str, axes: tuple[str, str]) ->
 def histogram(
     values: np.ndarray, title: str, xlabel: str, marks: np.ndarray | None = None
 ) -> bytes:
-    """A histogram; ``marks`` (e.g. the least likely rows) drawn as red ticks under it."""
+    """A histogram of the finite ``values`` (a non-finite one has no place on the axis; the
+    caller says how many there were); ``marks`` (e.g. the least likely rows) drawn as red ticks
+    under it."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
     fig = Figure(figsize=(7, 3.2))
     ax = fig.add_subplot(1, 1, 1)
     ax.hist(values, bins=min(60, max(10, len(values) // 10)), color="#1f77b4", alpha=0.85)
+    if marks is not None:
+        marks = np.asarray(marks, dtype=np.float64)
+        marks = marks[np.isfinite(marks)]
     if marks is not None and len(marks):
         ax.plot(marks, np.zeros_like(marks), "|", color="#d62728", markersize=14)
     ax.set_xlabel(xlabel)

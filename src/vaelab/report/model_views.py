@@ -6,7 +6,6 @@ reconstructions, per-column error, per-row log p(x) and the least likely rows)."
 from __future__ import annotations
 
 import importlib.util
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -294,8 +293,11 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
     body += "<h3>Least likely rows</h3>" + _table_of_rows(
         orig[order], columns, ["row (id, label): log p(x)", lead]
     )
-    if not math.isfinite(float(log_px.mean())):
-        body += paragraph("some rows have a non-finite log p(x)", "note")
+    bad = int((~np.isfinite(log_px)).sum())
+    if bad:
+        body += paragraph(
+            f"{bad:,} of {n:,} rows have a non-finite log p(x) (left out of the histogram)", "note"
+        )
     return Section("likelihood", "Per-row log-likelihood", body)
 
 
