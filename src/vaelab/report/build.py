@@ -98,7 +98,7 @@ def build_report(
         lat = model_views.encode_split(model, x[: model_views.MAP_POINTS], _labels(pipeline, split))
         sections.append(model_views.latent_section(model, lat, split))
         if is_image_shape(tuple(x.shape[1:])):
-            sections += model_views.image_sections(model, x, lat)
+            sections += model_views.image_sections(model, x, lat, split)
         elif x.ndim == 2:
             columns = (
                 record.get("source", {}).get("columns")

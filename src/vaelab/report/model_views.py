@@ -149,7 +149,7 @@ def _latent_map(lat: Latents, split: str) -> str:
     return "".join(pieces)
 
 
-def image_sections(model, x: torch.Tensor, lat: Latents) -> list[Section]:
+def image_sections(model, x: torch.Tensor, lat: Latents, split: str = "test") -> list[Section]:
     """Samples, reconstructions, interpolations and traversals as embedded PNG grids."""
     model = model.to("cpu")
     out = []
@@ -174,7 +174,7 @@ def image_sections(model, x: torch.Tensor, lat: Latents) -> list[Section]:
             image(
                 grid_png(r, nrow=width, row_labels=["original", "reconstruction"], min_width=448),
                 "reconstructions",
-                "test examples and the decoded mean of their posterior mean",
+                f"{split} examples and the decoded mean of their posterior mean",
             ),
         )
     )
@@ -190,12 +190,12 @@ def image_sections(model, x: torch.Tensor, lat: Latents) -> list[Section]:
                     grid_png(inter, nrow=10, min_width=560),
                     "interpolations",
                     "decoded means along straight lines between the posterior "
-                    "means of two test examples",
+                    f"means of two {split} examples",
                 ),
             )
         )
     if not isinstance(model, OwnImportanceWeights):
-        out.append(_traversal_section(model, lat))
+        out.append(_traversal_section(model, lat, split))
     return out
 
 
@@ -207,7 +207,9 @@ def _most_active(lat: Latents, count: int) -> list[int]:
     return score.argsort(descending=True)[:count].tolist()
 
 
-def _traversal_section(model, lat: Latents, count: int = 6, examples: int = 2) -> Section:
+def _traversal_section(
+    model, lat: Latents, split: str, count: int = 6, examples: int = 2
+) -> Section:
     dims = _most_active(lat, min(count, lat.mean.shape[1]))
     # a split of one example has one row per dimension: the labels and caption must say so
     examples = min(examples, lat.mean.shape[0])
@@ -219,7 +221,7 @@ def _traversal_section(model, lat: Latents, count: int = 6, examples: int = 2) -
         "latent traversals",
         f"the {len(dims)} dimensions with the largest KL, each swept from −3 to +3 prior "
         f"standard deviations (left to right), the others at the posterior mean of "
-        f"{examples} test example{'s' if examples != 1 else ''} (one row each)",
+        f"{examples} {split} example{'s' if examples != 1 else ''} (one row each)",
     )
     return Section("traversals", "Latent traversals", body)
 
