@@ -8,6 +8,7 @@ them the usual way.
 
 from __future__ import annotations
 
+import numbers
 import reprlib
 
 
@@ -49,6 +50,7 @@ def excerpt(value) -> str:
 
 def positive_int(name: str, value) -> int:
     """``value`` if it is an integer >= 1, else an :class:`InvalidArgumentError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    # numbers.Integral: numpy's integers too (``len(a) // 2`` of an array is np.int64)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise InvalidArgumentError(f"{name} must be an integer >= 1, got {excerpt(value)}")
-    return value
+    return int(value)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaelab.data.arrays import as_examples
 from vaelab.data.images import read_image_folder
 from vaelab.data.source import RawData
 from vaelab.data.sources import read_data
@@ -122,12 +123,12 @@ class Run:
                 labels = np.asarray(classes)[labels]
             notices = [f"{raw}: {n}" for n in got.notices]
         else:
-            values, name = raw, "the data given"
+            name = "the data given"
+            values, notes = as_examples(self._array(raw, name), name)
+            notices = [f"{name}: {n}" for n in notes]
         x = torch.as_tensor(values)
         if x.dtype not in (torch.uint8, torch.float32):
             x = x.to(torch.float32)
-        if x.ndim == len(self.data.data_shape):  # one row
-            x = x.unsqueeze(0)
         if x.shape[0] == 0:
             raise DataError(f"{name}: no rows")
         if tuple(x.shape[1:]) != self.data.data_shape:
@@ -135,9 +136,50 @@ class Run:
                 f"{name}: rows of shape {list(x.shape[1:])}, but the run's model takes "
                 f"{list(self.data.data_shape)}"
             )
-        self.data.prep.check(x, name)
+        x = self._intensities_as_levels(x, name, notices)
+        self.data.prep.check(x, name, fix="the run's range, fixed at training")
         stored = self.data.prep.stored(x).to(self.data.device)
         return Rows(self.data.prepare(stored), ids, labels, notices)
+
+    def _array(self, raw, name: str) -> np.ndarray:
+        """An array, a tensor or a data frame as a numpy array with one row per example (a
+        single row or image given alone gets its leading axis)."""
+        if hasattr(raw, "columns") and hasattr(raw, "to_numpy"):  # a pandas/polars frame
+            if self.columns is not None:  # pick the run's columns by name, as from a file
+                missing = [c for c in self.columns if c not in list(raw.columns)]
+                if missing:
+                    raise DataError(
+                        f"{name}: no column {missing[0]!r}; the run's are {self.columns}"
+                    )
+                raw = raw[self.columns]
+            raw = raw.to_numpy()
+        arr = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+        shape = self.data.data_shape
+        if arr.ndim == len(shape) and arr.shape == shape:
+            return arr[None]  # one row, or one (C, H, W) image
+        if self.is_images and shape[0] == 1 and arr.shape == shape[1:]:
+            return arr[None, None]  # one grey (H, W) image
+        return arr
+
+    def _intensities_as_levels(self, x: torch.Tensor, name: str, notices: list[str]):
+        """Values in [0, 1] for a run trained on whole levels (8-bit images): intensities, as
+        binarized images and most image code hold them, so they are scaled to the levels (read
+        as levels 0 and 1 of 0..255 they were a black image); values between levels (the
+        run's own samples, in its units) are rounded to them."""
+        prep = self.data.prep
+        if not prep.integer or x.dtype == torch.uint8 or not x.numel():
+            return x
+        lo, hi = prep.value_range
+        if hi - lo > 1 and float(x.min()) >= 0 and float(x.max()) <= 1:
+            notices.append(
+                f"{name}: values in [0, 1] read as intensities and scaled to the run's levels "
+                f"{lo:g}..{hi:g}"
+            )
+            return (lo + x * (hi - lo)).round_()
+        if not bool((x == x.round()).all()):  # e.g. the run's own samples: mean levels
+            notices.append(f"{name}: values between the run's whole levels rounded to them")
+            return x.round()
+        return x
 
     @torch.no_grad()
     def encode(self, raw: Raw, batch_size: int = 1000) -> Encoding:

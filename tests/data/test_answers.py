@@ -165,7 +165,7 @@ def test_new_rows_need_no_label_and_the_data_read_is_never_the_output(table_run,
         assert "is the data being read" in capsys.readouterr().err
     assert (folder / "new.parquet").read_bytes() == before
     # an empty array of rows is one line, not a reshape error
-    with pytest.raises(vaelab.errors.DataError, match="no rows"):
+    with pytest.raises(vaelab.errors.DataError, match="empty"):
         vaelab.load_run(run).score(np.zeros((0, D), np.float32))
 
 
@@ -373,3 +373,63 @@ def test_image_folder_rows_are_labelled_with_their_folder_names(tmp_path, capsys
     assert sorted(set(labels)) == ["birds", "zebras"] and labels.count("birds") == 20
     enc = vaelab.load_run(run).encode(train)
     assert sorted(set(enc.labels.tolist())) == ["cats", "dogs"]
+
+
+class _Frame:
+    """The part of a pandas DataFrame the API uses (pandas is not a dependency)."""
+
+    def __init__(self, columns: dict):
+        self.data = columns
+        self.columns = list(columns)
+
+    def __getitem__(self, names):
+        return _Frame({n: self.data[n] for n in names})
+
+    def to_numpy(self):
+        return np.stack([self.data[n] for n in self.columns], axis=1)
+
+
+def test_the_api_takes_arrays_in_every_layout_the_files_take(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    images = (rng.random((60, 8, 8)) < 0.3).astype(np.uint8) * 255  # 8-bit, (N, H, W)
+    np.save(tmp_path / "x.npy", images)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "x.npy"), "--out", str(run_dir), *SMALL,
+                 "--no-report"]) == 0  # fmt: skip
+    capsys.readouterr()
+    run = vaelab.load_run(run_dir)
+    first = images[:5]
+    base = run.score(first[:, None], k=5)  # (N, 1, H, W) levels
+    assert base.notices == []
+    same = {
+        "(N, H, W)": first,
+        "(N, H, W, 1)": first[..., None],
+        "a tensor": torch.from_numpy(first),
+        "intensities in [0, 1]": first.astype(np.float32) / 255,
+        "booleans": first > 0,
+    }
+    for what, rows in same.items():
+        got = run.score(rows, k=5)
+        torch.testing.assert_close(got.log_px, base.log_px, msg=what)
+    assert any("intensities" in n for n in run.score(first > 0, k=5).notices)
+    assert any("channels" in n or "transpos" in n for n in run.score(first[..., None]).notices)
+    # one image alone, and the model's own samples (intensities) are rows too
+    assert run.score(first[0], k=5).log_px.shape == (1,)
+    assert run.score(run.sample(np.int64(3)), k=5).log_px.shape == (3,)
+    with pytest.raises(vaelab.errors.DataError, match="values must be numbers"):
+        run.score(np.array([["a"] * 8] * 8))
+    with pytest.raises(vaelab.errors.DataError, match="fixed at training") as e:
+        run.score(first.astype(np.uint16) * 257)
+    assert "--value-range" not in str(e.value)
+
+
+def test_the_api_takes_a_data_frame_by_column_name(table_run):
+    _, run = table_run
+    api = vaelab.load_run(run)
+    x = _table(seed=7).astype(np.float32)[:10]
+    by_position = api.score(x, k=5)
+    shuffled = {name: x[:, j] for j, name in reversed(list(enumerate(NAMES)))}
+    frame = _Frame({"extra": np.zeros(10), **shuffled})
+    torch.testing.assert_close(api.score(frame, k=5).log_px, by_position.log_px)
+    with pytest.raises(vaelab.errors.DataError, match="no column 'a'"):
+        api.score(_Frame({n: x[:, j] for j, n in enumerate(NAMES) if n != "a"}))

@@ -105,7 +105,7 @@ def test_raw_pickle_named_npy_refused(tmp_path):
         (np.zeros((0, 5)), "empty \\(0 examples\\)"),
         (np.zeros((3, 0)), "holds no values"),
         (np.float64(3.0), "single number"),
-        (np.zeros((1, 1, 1, 1, 1)), "expected \\(N, D\\) or \\(N, C, H, W\\)"),
+        (np.zeros((1, 1, 1, 1, 1)), "expected \\(N,\\), \\(N, D\\), \\(N, H, W\\)"),
         (np.array([1e300, 1.0]), "1 non-finite values"),
     ],
 )

@@ -138,12 +138,15 @@ def _load_npz(path: Path, max_bytes: int) -> np.ndarray:
         raise DataError(f"{path}: unsupported .npz archive ({_first_line(e)})") from None
 
 
-def _as_examples(arr: np.ndarray, path: Path) -> tuple[np.ndarray, list[str]]:
+def as_examples(arr: np.ndarray, path: Path | str) -> tuple[np.ndarray, list[str]]:
     """``arr`` as examples along axis 0: ``(N, D)`` or ``(N, C, H, W)``, and notices."""
+    layouts = "(N,), (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C)"
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path}: values must be numbers, got an array of {arr.dtype}")
     if arr.ndim == 0:
-        raise DataError(f"{path}: holds a single number; expected (N, D) or (N, C, H, W) data")
+        raise DataError(f"{path}: holds a single number; expected {layouts}")
     if arr.ndim > 4:
-        raise DataError(f"{path}: array of shape {arr.shape}; expected (N, D) or (N, C, H, W)")
+        raise DataError(f"{path}: array of shape {arr.shape}; expected {layouts}")
     if arr.shape[0] == 0:
         raise DataError(f"{path}: empty (0 examples)")
     if arr.size == 0:
@@ -202,7 +205,7 @@ def read_array(path: str | os.PathLike, *, max_bytes: int = MAX_ARRAY_BYTES) -> 
             f"{path}: unsupported data file type {suffix or '(no suffix)'!r} "
             "(use .npy, .npz or .csv, or a registered dataset name)"
         )
-    x, notices = _as_examples(arr, path)
+    x, notices = as_examples(arr, path)
     return RawData(
         values=x,
         labels=None,

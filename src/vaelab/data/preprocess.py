@@ -121,8 +121,9 @@ class Preprocessing:
         lo, hi = self.value_range
         return int(hi - lo) + 1
 
-    def check(self, x: torch.Tensor, name: str) -> None:
-        """Raw values fit the preprocessing: within the value range, finite."""
+    def check(self, x: torch.Tensor, name: str, fix: str = "set --value-range LO,HI") -> None:
+        """Raw values fit the preprocessing: within the value range, finite. ``fix``: what the
+        error suggests for values outside the range (training can widen it, new rows cannot)."""
         if x.dtype != torch.uint8 and not torch.isfinite(x).all():
             bad = int((~torch.isfinite(x)).sum())
             raise DataError(f"{name}: {bad} values are NaN or infinite")
@@ -132,7 +133,7 @@ class Preprocessing:
             if xmin < lo or xmax > hi:
                 raise DataError(
                     f"{name}: values in [{xmin:g}, {xmax:g}] fall outside the value range "
-                    f"[{lo:g}, {hi:g}] (set --value-range LO,HI)"
+                    f"[{lo:g}, {hi:g}] ({fix})"
                 )
             if self.integer and not _integral(x):
                 raise DataError(f"{name}: the run's data are whole levels; these are not")
