@@ -3,7 +3,8 @@ the data's own units.
 
 ``run = vaelab.load_run(DIR)`` gives the run's model and its preprocessing. Every method takes
 *raw* rows, as the user has them: a path (read with the run's own reader settings: the same
-columns, label column, image size and channels) or an array of values as stored. The run's
+columns, label column, image size and channels), or rows as an array, a tensor or a data frame
+(columns picked by name) in any layout a file may have. The run's
 preprocessing (value range, standardization, binarization with the fixed evaluation seed) is
 applied as it was at training time, never refitted.
 """
