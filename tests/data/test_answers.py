@@ -433,3 +433,24 @@ def test_the_api_takes_a_data_frame_by_column_name(table_run):
     torch.testing.assert_close(api.score(frame, k=5).log_px, by_position.log_px)
     with pytest.raises(vaelab.errors.DataError, match="no column 'a'"):
         api.score(_Frame({n: x[:, j] for j, n in enumerate(NAMES) if n != "a"}))
+
+
+def test_reconstruct_and_report_name_the_rows_of_the_file(table_run, capsys):
+    """A test-split example is shown with its row in the user's file (0-based) and its
+    values as the file has them, not standardized and back (float32 noise)."""
+    folder, run = table_run
+    loaded = load_with_data(run, device="cpu")
+    rows = loaded.data.file_rows("test")
+    assert rows is not None and len(rows) == 10 and len(set(rows.tolist())) == 10
+    out = folder / "recon.parquet"
+    assert main(["reconstruct", str(run), "-n", "4", "--out", str(out)]) == 0
+    table = pq.read_table(out).to_pydict()
+    assert table["row"] == rows[:4].tolist() * 2
+    assert table["kind"] == ["original"] * 4 + ["reconstruction"] * 4
+    file_values = _table().astype(np.float32)[rows[:4]]  # the file's own rows
+    for j, name in enumerate(NAMES):
+        assert np.array_equal(np.float32(table[name][:4]), file_values[:, j]), name
+    assert main(["report", str(run), "--out", str(folder / "r.html")]) == 0
+    html = (folder / "r.html").read_text()
+    assert f"original (file row {rows[0]})" in html and "counted from 0" in html
+    capsys.readouterr()

@@ -67,13 +67,17 @@ def _save(run, x, out: str, nrow: int | None, row_labels=None, keys=None) -> Non
             x = run.data.prep.to_original(x)
         path = save_images(x, out, nrow=nrow, row_labels=row_labels)
     else:
-        from vaelab.data.writers import write_table
-
-        values = run.data.prep.to_original(x).reshape(x.shape[0], -1).float().numpy()
-        names = run.columns or [f"x{j}" for j in range(values.shape[1])]
-        columns = {name: values[:, j] for j, name in enumerate(names)}
-        path = write_table(out, columns, keys)
+        path = _write_rows(run, run.data.prep.to_original(x), out, keys)
     print(f"wrote {path}")
+
+
+def _write_rows(run, values, out: str, keys=None):
+    """Table rows already in the data's units, under the run's column names."""
+    from vaelab.data.writers import write_table
+
+    values = values.reshape(values.shape[0], -1).float().numpy()
+    names = run.columns or [f"x{j}" for j in range(values.shape[1])]
+    return write_table(out, {name: values[:, j] for j, name in enumerate(names)}, keys)
 
 
 def _run(args, with_data: bool):
@@ -120,10 +124,15 @@ def reconstruct(args) -> int:
         _save(run, rows, args.out, width, row_labels=["original", "reconstruction"])
         return 0
     with torch.no_grad():
-        recon = run.model.decode(run.model.encode(x).mean).mean
+        recon = run.data.prep.to_original(run.model.decode(run.model.encode(x).mean).mean)
     n = x.shape[0]
-    keys = {"row": np.tile(np.arange(n), 2), "kind": np.repeat(["original", "reconstruction"], n)}
-    _save(run, torch.cat([x, recon.to(x.dtype)]), args.out, None, keys=keys)
+    rows = run.data.file_rows(args.split)  # the file's rows, so that a user can find them
+    row = np.asarray(rows[:n]) if rows is not None else np.arange(n)
+    keys = {"row": np.tile(row, 2), "kind": np.repeat(["original", "reconstruction"], n)}
+    # the originals as the file has them (undoing the standardization adds float32 noise:
+    # 1.5700002 for the file's 1.57)
+    orig = run.data.originals(args.split)[:n].to(recon.dtype).reshape(recon.shape)
+    print(f"wrote {_write_rows(run, torch.cat([orig, recon]), args.out, keys)}")
     return 0
 
 

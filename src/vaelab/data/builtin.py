@@ -40,6 +40,7 @@ class Split:
     split: str
     info: DatasetInfo | None = None
     ids: object | None = None
+    rows: object | None = None  # each example's row in the user's file (0-based), or None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -110,6 +110,25 @@ class DataPipeline:
         """The split's row ids in the file (an index column, an image's path), or None."""
         return self._split(split).ids
 
+    def where(self, split: str) -> list[str] | None:
+        """How a user finds each example of the split: its id (an index column, an image's
+        path) or its row in the file (0-based); None for a built-in dataset or tensors."""
+        part = self._split(split)
+        if part.ids is not None:
+            return [str(i) for i in part.ids]
+        if part.rows is not None:
+            return [f"file row {int(r)}" for r in part.rows]
+        return None
+
+    def originals(self, split: str) -> torch.Tensor:
+        """The split's examples as the source holds them (a table's values as read), before
+        any preprocessing."""
+        return self._split(split).images
+
+    def file_rows(self, split: str) -> np.ndarray | None:
+        """Each example's row in the user's file (0-based), or None (built-in data, tensors)."""
+        return self._split(split).rows
+
     def _default_likelihood(self, x: torch.Tensor) -> str:
         if x.dtype == torch.uint8 or self.kind == "images":
             return "bernoulli"

@@ -89,6 +89,7 @@ class FileSource:
             name=self.name,
             split=split,
             ids=None if self.raw.ids is None else self.raw.ids[pick],
+            rows=pick,
         )
 
     @functools.cached_property

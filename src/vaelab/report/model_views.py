@@ -244,7 +244,12 @@ def table_sections(model, data, split: str, columns: list[str] | None) -> list[S
     shown = min(5, x.shape[0])
     pair = np.empty((2 * shown, d))
     pair[0::2], pair[1::2] = orig[:shown].numpy(), recon[:shown].numpy()
-    kinds = ["original", "reconstruction"] * shown
+    where = data.where(split)
+    kinds = [
+        f"{kind} ({where[i]})" if where is not None else kind
+        for i in range(shown)
+        for kind in ("original", "reconstruction")
+    ]
     body = _table_of_rows(pair, columns, ["row", kinds])
     rmse = (recon - orig).double().square().mean(0).sqrt().numpy()
     body += image(
@@ -274,7 +279,7 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
     res = evaluate_model(model, x[:n], k=SCORE_K, seed=data.cfg.eval_seed, per_example=True)
     log_px = (res["per_example"]["log_px"].cpu() - data.log_jacobian).numpy()
     order = np.argsort(log_px)[:LEAST_LIKELY]
-    ids = data.ids(split)
+    where = data.where(split)
     labels = data.labels(split)
     body = image(
         figures.histogram(
@@ -287,7 +292,7 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
         "the least likely rows are marked in red and listed below",
     )
     lead = [
-        (f"#{i}" if ids is None else str(ids[i]))
+        (f"#{i}" if where is None else where[i])
         + ("" if labels is None else f" (label {np.asarray(labels)[i]})")
         + f": {number(float(log_px[i]))}"
         for i in order
@@ -295,6 +300,8 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
     body += "<h3>Least likely rows</h3>" + _table_of_rows(
         orig[order], columns, ["row (id, label): log p(x)", lead]
     )
+    if where is not None and data.file_rows(split) is not None and data.ids(split) is None:
+        body += paragraph("file rows are counted from 0, the first row of data", "note")
     bad = int((~np.isfinite(log_px)).sum())
     if bad:
         body += paragraph(
