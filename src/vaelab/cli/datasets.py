@@ -34,7 +34,7 @@ def run(args) -> int:
             print(f"    {r['error']}")
     print(
         "datasets download on first use; offline, put the files in the data folder "
-        "or pass --data-dir"
+        "or pass --data-dir; --verify checks the files' sha256"
     )
     return 0
 
@@ -47,4 +47,5 @@ def _where(row: dict) -> str:
         return "not downloaded"
     if row.get("verified") is False:
         return "FAILED verification"
-    return "on disk, verified" if row.get("verified") else "on disk"
+    # files of the right names, not yet checked: another set's files may have the same names
+    return "on disk, verified" if row.get("verified") else "on disk, unchecked"
