@@ -95,7 +95,12 @@ class Preprocessing:
             flat = train.reshape(train.shape[0], -1).double()
             mean_t, std_t = flat.mean(0), flat.std(0, correction=0)
             constant = int((std_t == 0).sum())
-            if constant:
+            if constant and flat.shape[0] == 1:  # a tiny file split 90/5/5
+                notices.append(
+                    f"{name}: the training split has 1 row, so none of its features varies; "
+                    "left unscaled (std 0)"
+                )
+            elif constant:
                 notices.append(f"{name}: {constant} constant feature(s) left unscaled (std 0)")
             std_t = torch.where(std_t > 0, std_t, torch.ones_like(std_t))
             mean, std = mean_t.tolist(), std_t.tolist()

@@ -320,7 +320,7 @@ class Trainer:
         self.log(
             f"epoch {s.epoch + 1}/{t.epochs}: train ELBO {train['elbo']:.2f}  "
             f"val ELBO {val['val_elbo']:.2f}{'  (best)' if improved else ''}  "
-            f"{images_per_s:,.0f} images/s"
+            f"{images_per_s:,.0f} {'images' if self.data.kind == 'images' else 'rows'}/s"
         )
         s.epoch, s.step_in_epoch, s.sums, s.seen = s.epoch + 1, 0, [0.0] * len(STAT_NAMES), 0
         if t.early_stopping and s.epochs_since_best >= t.early_stopping:
