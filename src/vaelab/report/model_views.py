@@ -298,7 +298,7 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
         for i in order
     ]
     body += "<h3>Least likely rows</h3>" + _table_of_rows(
-        orig[order], columns, ["row (id, label): log p(x)", lead]
+        orig[order], columns, [f"row (id, label): log p(x), K = {SCORE_K}", lead]
     )
     if where is not None and data.file_rows(split) is not None and data.ids(split) is None:
         body += paragraph("file rows are counted from 0, the first row of data", "note")
