@@ -163,13 +163,13 @@ class Run:
         return arr
 
     def _intensities_as_levels(self, x: torch.Tensor, name: str, notices: list[str]):
-        """Values in [0, 1] for a run trained on whole levels (8-bit images): intensities, as
+        """Values in [0, 1] for a run trained on images of whole levels (8-bit): intensities, as
         binarized images and most image code hold them, so they are scaled to the levels (read
         as levels 0 and 1 of 0..255 they were a black image); values between levels (the
         run's own samples, in its units) are rounded to them."""
         prep = self.data.prep
-        if not prep.integer or x.dtype == torch.uint8 or not x.numel():
-            return x
+        if not (self.is_images and prep.integer) or x.dtype == torch.uint8 or not x.numel():
+            return x  # a table's levels (counts, ratings) are numbers, not intensities
         lo, hi = prep.value_range
         if hi - lo > 1 and float(x.min()) >= 0 and float(x.max()) <= 1:
             notices.append(

@@ -454,3 +454,22 @@ def test_reconstruct_and_report_name_the_rows_of_the_file(table_run, capsys):
     html = (folder / "r.html").read_text()
     assert f"original (file row {rows[0]})" in html and "counted from 0" in html
     capsys.readouterr()
+
+
+def test_a_tables_levels_are_never_read_as_intensities(tmp_path, capsys):
+    """Counts 0..9 in a table: new rows of 0s and 1s are levels 0 and 1, not intensities to
+    scale (that reading is for images only), and a fractional count is refused, not rounded."""
+    rng = np.random.default_rng(4)
+    counts = rng.integers(0, 10, size=(N, 3)).astype(np.int16)
+    np.save(tmp_path / "counts.npy", counts)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--dataset", str(tmp_path / "counts.npy"), "--out", str(run_dir),
+                 *SMALL, "--no-report"]) == 0  # fmt: skip
+    capsys.readouterr()
+    run = vaelab.load_run(run_dir)
+    ones = np.ones((4, 3), np.float32)
+    got = run.score(ones, k=5)
+    assert got.notices == []
+    torch.testing.assert_close(got.log_px, run.score(ones.astype(np.int16), k=5).log_px)
+    with pytest.raises(vaelab.errors.DataError, match="whole levels"):
+        run.score(ones * 2.5)
