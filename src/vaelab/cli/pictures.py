@@ -109,7 +109,7 @@ def reconstruct(args) -> int:
     import numpy as np
     import torch
 
-    from vaelab.viz.pictures import reconstructions
+    from vaelab.viz.pictures import grid_width, reconstructions
 
     if args.n < 1:
         raise VaelabError(f"-n must be >= 1, got {args.n}")
@@ -119,7 +119,7 @@ def reconstruct(args) -> int:
         # A grid row is all originals or all their reconstructions, as its label says; an
         # array is the N originals then their N reconstructions (one "row" each, no blanks).
         npy = args.out.lower().endswith(".npy")
-        width = x.shape[0] if npy else min(8, x.shape[0])
+        width = x.shape[0] if npy else grid_width(x.shape[0])
         rows = reconstructions(run.model, x, per_row=width)
         _save(run, rows, args.out, width, row_labels=["original", "reconstruction"])
         return 0

@@ -18,7 +18,7 @@ from vaelab.models.protocols import OwnImportanceWeights
 from vaelab.report import figures
 from vaelab.report.html import Section, image, number, paragraph, table
 from vaelab.viz.grid import grid_png
-from vaelab.viz.pictures import interpolations, reconstructions, samples
+from vaelab.viz.pictures import grid_width, interpolations, reconstructions, samples
 from vaelab.viz.traversals import traversals
 
 MAP_POINTS = 10_000  # test examples drawn in the latent map (all of MNIST's test split)
@@ -165,7 +165,7 @@ def image_sections(model, x: torch.Tensor, lat: Latents, split: str = "test") ->
             ),
         )
     )
-    width = min(8, x.shape[0])  # a split of fewer than 8 examples: no blank cells
+    width = grid_width(x.shape[0])
     r = reconstructions(model, x[:24].cpu(), per_row=width)
     out.append(
         Section(
@@ -239,7 +239,8 @@ def table_sections(model, data, split: str, columns: list[str] | None) -> list[S
     s = to_units(samples(model, 10, seed=0)).numpy()
     note = paragraph("10 decoded prior draws (the likelihood's mean), in the data's units", "note")
     out.append(Section("samples", "Samples", _table_of_rows(s, columns) + note))
-    orig = to_units(x)
+    # the rows as the file has them (standardizing and back adds float32 noise), as reconstruct
+    orig = data.originals(split).to(x.dtype).reshape(x.shape).cpu()
     recon = to_units(model.decode(model.encode(x).mean).mean)
     shown = min(5, x.shape[0])
     pair = np.empty((2 * shown, d))
@@ -300,7 +301,7 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
     body += "<h3>Least likely rows</h3>" + _table_of_rows(
         orig[order], columns, [f"row (id, label): log p(x), K = {SCORE_K}", lead]
     )
-    if where is not None and data.file_rows(split) is not None and data.ids(split) is None:
+    if data.ids(split) is None and data.file_rows(split) is not None:
         body += paragraph("file rows are counted from 0, the first row of data", "note")
     bad = int((~np.isfinite(log_px)).sum())
     if bad:

@@ -57,6 +57,12 @@ def samples(model, n: int, seed: int = 0, mean: bool = True) -> torch.Tensor:
         return _decode_in_chunks(model, n, lambda i, j: model.sample(j - i, mean=mean, generator=g))
 
 
+def grid_width(n: int, most: int = 8) -> int:
+    """Columns of a reconstruction grid for ``n`` examples: ``most``, or ``n`` when fewer (a
+    handful of examples then fills one row of each kind, with no blank cells)."""
+    return min(most, n)
+
+
 @torch.no_grad()
 def reconstructions(model, x: torch.Tensor, per_row: int = 8, blank: float = 1.0) -> torch.Tensor:
     """Originals and the decoded means of their posterior means, in rows of ``per_row``.

@@ -8,7 +8,7 @@ import torch
 
 from vaelab.runs.layout import RUN_PICTURES
 from vaelab.viz.grid import save_images
-from vaelab.viz.pictures import reconstructions, samples
+from vaelab.viz.pictures import grid_width, reconstructions, samples
 
 
 def is_image_shape(shape) -> bool:
@@ -24,7 +24,7 @@ def write_run_pictures(run_dir: str | Path, model, x: torch.Tensor, seed: int = 
     samples_png, reconstructions_png = RUN_PICTURES
     written = [save_images(samples(model, 64, seed=seed), run_dir / samples_png, nrow=8)]
     x = x[:32].cpu()
-    width = min(8, x.shape[0])  # a split of fewer than 8 examples: no blank cells
+    width = grid_width(x.shape[0])
     recon = reconstructions(model, x, per_row=width)
     labels = ["original", "reconstruction"]
     written.append(save_images(recon, run_dir / reconstructions_png, nrow=width, row_labels=labels))
