@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -95,6 +96,13 @@ class Shard:
         the world). That stand-in keeps the rank's random draws in step with the others'; its
         results carry weight 0 and are dropped."""
         return slice(self.start, self.stop) if self.count else slice(0, 1)
+
+    def split(self, parts: int) -> list[Shard]:
+        """The rows in up to ``parts`` contiguous, non-empty shards of the same batch (for the
+        threads of one rank; a shard with no rows stays whole)."""
+        n, start, count = max(1, min(parts, self.count)), self.start, self.count
+        edges = [start + count * i // n for i in range(n + 1)]
+        return [Shard(a, b, self.total) for a, b in itertools.pairwise(edges)]
 
     def draws(self) -> contextlib.AbstractContextManager:
         """The block in which the rows' reparameterization noise is drawn (see vaelab.rng)."""

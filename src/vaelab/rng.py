@@ -7,6 +7,8 @@ same call, the same numbers). Under data parallelism (:mod:`vaelab.distributed`)
 computes only some rows of a batch: inside :func:`batch_rows` it draws the noise of the *whole*
 batch, as one process would, and keeps its own rows. Every rank's generator therefore advances
 exactly as a single process's does, and each example gets the noise it would get in one process.
+Threads of one process that share a batch do the same, each from its own generator
+(:func:`own_generator`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import torch
 # (start, stop, total) inside batch_rows, else None
 _ROWS: contextvars.ContextVar[tuple[int, int, int] | None] = contextvars.ContextVar(
     "vaelab_batch_rows", default=None
+)
+# the generator of own_generator's block (one per thread), else None: torch's global one
+_GENERATOR: contextvars.ContextVar[torch.Generator | None] = contextvars.ContextVar(
+    "vaelab_generator", default=None
 )
 
 
@@ -49,16 +55,32 @@ def batch_rows(start: int, stop: int, total: int):
         _ROWS.reset(token)
 
 
+@contextlib.contextmanager
+def own_generator(state: torch.Tensor):
+    """Inside the block, in this thread, :func:`standard_normal` draws from a CPU generator
+    started at ``state`` (a :func:`torch.get_rng_state`) instead of torch's global one; the
+    block yields that generator. Threads that share a batch's rows (see :func:`batch_rows`)
+    each draw from their own copy of one state: the numbers one thread would draw, in the
+    same order, whichever thread runs first."""
+    generator = torch.Generator()
+    generator.set_state(state)
+    token = _GENERATOR.set(generator)
+    try:
+        yield generator
+    finally:
+        _GENERATOR.reset(token)
+
+
 def standard_normal(shape, dtype=None, device=None) -> torch.Tensor:
-    """``N(0, 1)`` noise of ``shape`` from torch's global generator.
+    """``N(0, 1)`` noise of ``shape`` from torch's global generator (or :func:`own_generator`'s).
 
     Shapes are ``(..., B, L)``: the examples on the axis before the last, as every posterior
     draw has them (``(k, B, L)``). Inside :func:`batch_rows` the draw is ``(..., total, L)``
     and rows ``[start, stop)`` of it are returned.
     """
-    rows = _ROWS.get()
+    rows, generator = _ROWS.get(), _GENERATOR.get()
     if rows is None:
-        return torch.empty(shape, dtype=dtype, device=device).normal_()
+        return torch.empty(shape, dtype=dtype, device=device).normal_(generator=generator)
     start, stop, total = rows
     if len(shape) < 2 or shape[-2] != stop - start:
         # a draw laid out otherwise would take other examples' noise: refuse, never guess
@@ -66,5 +88,6 @@ def standard_normal(shape, dtype=None, device=None) -> torch.Tensor:
             f"a draw of shape {tuple(shape)} inside batch_rows({start}, {stop}, {total}): "
             f"expected {stop - start} examples on the axis before the last"
         )
-    full = torch.empty((*shape[:-2], total, shape[-1]), dtype=dtype, device=device).normal_()
+    full = torch.empty((*shape[:-2], total, shape[-1]), dtype=dtype, device=device)
+    full.normal_(generator=generator)
     return full[..., start:stop, :]

@@ -91,3 +91,55 @@ def test_standard_error_matches_spread_across_repeats():
     reported = torch.stack([r.stderr for r in runs]).median(0).values
     ratio = reported / spread
     assert ((ratio > 0.5) & (ratio < 2.0)).all(), ratio
+
+
+def _evaluated_on(threads: int, model, x, calls: list[str]) -> dict:
+    """evaluate_model with ``threads`` torch threads, noting the thread of each encoding
+    (and that none of them builds an autograd graph: grad mode is a thread's own)."""
+    import threading
+
+    from vaelab.evaluation.metrics import evaluate_model
+
+    encode = model.encode
+
+    def noted(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        assert not torch.is_grad_enabled()
+        return encode(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    model.encode = noted
+    try:
+        out = evaluate_model(model, x, k=60, batch_size=24, per_example=True, seed=3)
+        assert torch.get_num_threads() == threads  # put back after the parts set theirs
+    finally:
+        del model.encode
+        torch.set_num_threads(before)
+    return out
+
+
+def test_threads_share_each_batch_and_change_nothing_but_rounding():
+    """On a CPU the threads each take a part of every batch (at least 8 rows); each part
+    draws the whole batch's noise and keeps its rows, so every example's estimate is the one
+    thread's, up to float32 rounding, batch after batch (the second batch's noise depends on
+    where the first left the generator)."""
+    from vaelab.models import HierarchicalVAE
+
+    torch.manual_seed(0)
+    x = (torch.rand(40, 1, 28, 28) < 0.3).float()  # batches of 24 and 16 rows
+    models = (VAE(latent_dim=4, hidden=(32,)), HierarchicalVAE(latent_dims=(4, 2), hidden=(32,)))
+    for model in models:
+        one_calls, calls = [], {2: [], 3: []}
+        one = _evaluated_on(1, model.eval(), x, one_calls)
+        assert not any(c.startswith("vaelab-eval") for c in one_calls)
+        per_part = len(one_calls) // 2  # encodings of one batch in one thread
+        for threads, names in calls.items():
+            out = _evaluated_on(threads, model, x, names)
+            # batch 1 in min(threads, 24 // 8) parts, batch 2 in 2, each in its own thread
+            parts = min(threads, 3) + 2
+            assert sum(n.startswith("vaelab-eval") for n in names) == per_part * parts
+            for key in ("log_px", "elbo", "kl", "stderr"):
+                a, b = out["per_example"][key], one["per_example"][key]
+                assert ((a - b).abs() <= 1e-6 * b.abs() + 1e-9).all(), (type(model), key)
+            assert out["active_units"] == one["active_units"]

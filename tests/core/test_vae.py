@@ -226,6 +226,24 @@ def test_two_layer_decoder_uses_the_same_bernoulli_terms():
         torch.testing.assert_close(model.decoder_log_prob(x, z1), plain, rtol=1e-12, atol=1e-9)
 
 
+def test_bernoulli_log_px_z_in_cache_blocks_is_the_likelihood():
+    from vaelab.models.base import CACHE_BLOCK
+
+    torch.manual_seed(2)
+    vae = VAE(latent_dim=3, hidden=(16, 8)).double()
+    x = (torch.rand(8, 1, 28, 28) < 0.3).double()
+    samples = 3 * CACHE_BLOCK // (8 * 784) + 5  # three full blocks and a partial one
+    z = torch.randn(samples, 8, 3, dtype=torch.float64)
+    plain = vae.decode(z).log_prob(x)
+    with torch.no_grad():
+        blocked = vae.log_px_z(x, z)
+        # one latent for every example broadcasts against the batch, in one block as before
+        shared = vae.log_px_z(x, z[:, :1])
+    assert blocked.shape == (samples, 8)
+    torch.testing.assert_close(blocked, plain, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(shared, vae.decode(z[:, :1]).log_prob(x), rtol=1e-12, atol=1e-9)
+
+
 @pytest.mark.parametrize("d", [1, 7, 120, 121, 784, 3072])
 def test_softplus_sum_is_the_sum_of_softplus(d):
     torch.manual_seed(d)

@@ -295,6 +295,11 @@ BAD = {
         {},
         ["'1;2'", "separated by another character"],
     ),
+    "pipe-separated csv": lambda t: (
+        _text(t, "a.csv", "a|b\n1|2\n"),
+        {},
+        ["'1|2'", "separated by another character"],
+    ),
     "missing cell": lambda t: (
         _text(t, "a.csv", "a,b\n1,2\n3,\n"),
         {},

@@ -12,7 +12,7 @@ from vaelab import distributed
 from vaelab.distributed import SINGLE, World
 from vaelab.distributions import diagonal_normal
 from vaelab.errors import ConfigError
-from vaelab.rng import batch_rows, standard_normal
+from vaelab.rng import batch_rows, own_generator, standard_normal
 from vaelab.training.steps.update import FlatGradients, OptimizerUpdate
 
 
@@ -28,6 +28,39 @@ def test_shards_are_contiguous_balanced_and_cover_the_batch_once(size, total):
     assert sum(s.weight for s in shards) == pytest.approx(1.0)
     for s in shards:  # a rank without rows computes row 0, weighted 0
         assert s.rows == (slice(s.start, s.stop) if s.count else slice(0, 1))
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+@pytest.mark.parametrize(("start", "stop"), [(0, 5), (3, 9), (4, 4), (2, 3)])
+def test_a_shard_splits_into_contiguous_non_empty_parts_of_the_same_batch(parts, start, stop):
+    split = distributed.Shard(start, stop, 12).split(parts)
+    assert split[0].start == start and split[-1].stop == stop
+    assert all(p.total == 12 for p in split)
+    for a, b in itertools.pairwise(split):
+        assert a.stop == b.start
+    if stop > start:  # as many parts as asked while each gets a row, sizes within one
+        assert len(split) == min(parts, stop - start) and min(p.count for p in split) >= 1
+        assert max(p.count for p in split) - min(p.count for p in split) <= 1
+    else:  # no rows: the shard itself, which computes a stand-in row
+        assert split == [distributed.Shard(start, stop, 12)]
+
+
+def test_own_generator_draws_what_the_global_one_would_and_leaves_it_alone():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    expected = standard_normal((3, 4, 2))
+    torch.manual_seed(6)
+    with own_generator(state) as g:
+        with batch_rows(1, 3, 4):
+            rows = standard_normal((3, 2, 2))
+        rest = standard_normal((5, 2))
+    untouched = torch.randn(2)  # the global generator is where the block found it
+    assert torch.equal(untouched, torch.manual_seed(6) and torch.randn(2))
+    assert torch.equal(rows, expected[:, 1:3])
+    torch.manual_seed(5)
+    standard_normal((3, 4, 2))
+    assert torch.equal(rest, standard_normal((5, 2)))
+    assert torch.equal(g.get_state(), torch.get_rng_state())  # both moved on alike
 
 
 def test_one_process_is_one_shard_and_every_collective_is_the_identity():

@@ -213,6 +213,12 @@ class _Parts:
 
 
 _SEPARATOR_HINT = "; is the file separated by another character? (.csv: ',', .tsv: tab)"
+_SEPARATORS = ",;\t|"  # what a one-column file's name or cell holding one of them suggests
+
+
+def _separator_hint(text: str, delimiter: str | None = None) -> str:
+    """The hint when a one-column file's ``text`` holds a separator other than ``delimiter``."""
+    return _SEPARATOR_HINT if any(d in text for d in _SEPARATORS if d != delimiter) else ""
 
 
 def _select(
@@ -224,8 +230,8 @@ def _select(
     hint: str = "",
 ) -> list[str]:
     """The feature columns: ``wanted``, or every column but the label and the index."""
-    if len(names) == 1 and any(d in names[0] for d in ",;\t|"):
-        hint += _SEPARATOR_HINT  # one column whose name holds separators: another delimiter
+    if len(names) == 1:
+        hint += _separator_hint(names[0])  # a name that holds separators: another delimiter
     if label_column is not None and label_column not in names:
         raise DataError(
             f"{path}: no label column {label_column!r}; the columns are {_names(names)}{hint}"
@@ -538,9 +544,7 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
     if first is None:  # refused by the reader, accepted by the cast: say what we know
         raise DataError(f"{path}: cannot read the columns {_names(features)} as numbers")
     name, i, value = first
-    hint = ""
-    if len(layout.names) == 1 and any(d in str(value) for d in ",;\t" if d != layout.delimiter):
-        hint = _SEPARATOR_HINT
+    hint = _separator_hint(str(value), layout.delimiter) if len(layout.names) == 1 else ""
     raise DataError(
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
         f"{value!r} in {name!r}, {layout.row_ref(i)}); choose numeric features with "
