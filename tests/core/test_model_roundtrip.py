@@ -93,3 +93,19 @@ def test_at_least_500_architectures_save_and_load_with_identical_outputs(tmp_pat
     # the sweep reaches header lengths the old first-bytes check refused as pickles
     assert header_lengths & PICKLE_LIKE, sorted(header_lengths)
     assert len(header_lengths) > 100
+
+
+def test_loading_leaves_the_callers_random_state_alone(tmp_path):
+    """The model is built (its initial weights drawn) before the saved weights replace them:
+    those draws come from a copy of the generator, so seeding, loading and drawing gives the
+    numbers that seeding and drawing gives."""
+    VAE(latent_dim=3, hidden=(16,)).save(tmp_path)
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    loaded = SavableModel.load(tmp_path)
+    assert torch.equal(torch.rand(4), expected)
+    # and the weights are still the file's, not a fresh initialisation
+    again = SavableModel.load(tmp_path)
+    for a, b in zip(loaded.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

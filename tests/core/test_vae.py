@@ -241,6 +241,10 @@ def test_bernoulli_log_px_z_in_cache_blocks_is_the_likelihood():
         shared = vae.log_px_z(x, z[:, :1])
     assert blocked.shape == (samples, 8)
     torch.testing.assert_close(blocked, plain, rtol=1e-12, atol=1e-9)
+    with torch.no_grad():  # one latent per example, no sample axis: z's shape less its last
+        single = vae.log_px_z(x, z[0])
+    assert single.shape == (8,)
+    torch.testing.assert_close(single, plain[0], rtol=1e-12, atol=1e-9)
     torch.testing.assert_close(shared, vae.decode(z[:, :1]).log_prob(x), rtol=1e-12, atol=1e-9)
 
 

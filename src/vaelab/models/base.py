@@ -104,7 +104,8 @@ class SavableModel(nn.Module):
                 f"{list(want[k]) if k in want else 'absent'}, file has "
                 f"{list(got[k]) if k in got else 'absent'})"
             )
-        model = model_cls(config)
+        with torch.random.fork_rng(devices=[]):  # the initial weights, overwritten, draw
+            model = model_cls(config)  # from a copy: loading leaves the caller's RNG alone
         model.load_state_dict(state, strict=True)
         return model.to(map_location)
 
@@ -180,7 +181,8 @@ class LatentVariableModel(SavableModel):
         b = x.shape[0]
         no_grad = not torch.is_grad_enabled()
         parts = [z]
-        if no_grad and z.device.type == "cpu" and z.dim() >= 2 and z.shape[-2] == b:
+        blocked = no_grad and z.device.type == "cpu" and z.dim() >= 2 and z.shape[-2] == b
+        if blocked:
             samples = max(1, CACHE_BLOCK // (b * last.out_features))  # whole samples per block
             parts = z.reshape(-1, b, z.shape[-1]).split(samples)
         xf = x.reshape(b, -1)
@@ -201,7 +203,7 @@ class LatentVariableModel(SavableModel):
             # without autograd the logits are not needed afterwards: summed in place
             total = softplus_sum_(logits) if no_grad else F.softplus(logits).sum(-1)
             normalizer.append(total.reshape(part.shape[:-1]))
-        if len(parts) == 1:
+        if not blocked:  # z's leading shape, broadcast against the batch
             return xdot[0] - normalizer[0]
         return (torch.cat(xdot) - torch.cat(normalizer)).reshape(z.shape[:-1])
 
