@@ -41,7 +41,9 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
     capsys.readouterr()
 
     assert main(["evaluate", str(run), "--k", "30", "--n", "50", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert "note:" not in captured.err  # --n within the split: nothing to say
     for key in (
         "elbo",
         "log_likelihood",
@@ -58,6 +60,10 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
     ):
         assert key in report, key
     assert report["k"] == 30 and report["n"] == 50 and report["split"] == "test"
+    assert main(["evaluate", str(run), "--k", "2", "--n", "10000000", "--json"]) == 0
+    captured = capsys.readouterr()
+    n = json.loads(captured.out)["n"]
+    assert n < 10_000_000 and f"the test split has {n} examples, all evaluated" in captured.err
     assert report["nll"] == pytest.approx(-report["log_likelihood"])
     assert report["bits_per_dim"] == pytest.approx(report["nll"] / (784 * math.log(2)))
     assert report["log_likelihood"] <= 0  # a probability mass on binary data

@@ -81,6 +81,9 @@ def run(args) -> int:
         return 0  # every rank holds the report; rank 0 prints it
     if report.get("data_changed"):
         print(report["data_changed"], file=sys.stderr)
+    if args.n is not None and args.n > report["n"]:
+        print(f"note: the {args.split} split has {report['n']} examples, all evaluated "
+              f"(--n {args.n} asked for more)", file=sys.stderr)  # fmt: skip
     if args.json:
         print(dumps_json(report))
     else:
