@@ -189,3 +189,25 @@ def test_the_collective_timeout_must_be_positive_seconds(monkeypatch, value):
 def test_threads_default_to_the_cores_shared_by_the_local_ranks(monkeypatch):
     monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(16)))
     assert [distributed.default_threads(n) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+
+
+def test_only_train_and_evaluate_run_under_torchrun(monkeypatch, capsys, tmp_path):
+    """Any other command would run whole on every rank (and write the same files twice):
+    refused in one line, said once (by rank 0); in a world of one it runs."""
+    from vaelab.cli import main
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        assert main(["sample", str(tmp_path), "--out", str(tmp_path / "s.png")]) == 2
+        err = capsys.readouterr().err
+        if rank == "0":
+            assert "`vaelab sample` runs in one process; start it without torchrun" in err
+        else:
+            assert err == ""
+    assert not (tmp_path / "s.png").exists()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["datasets"]) == 0  # one rank: the command itself
+    assert "mnist" in capsys.readouterr().out

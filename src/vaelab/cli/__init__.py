@@ -52,19 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _speaker() -> tuple[str, bool]:
+# The commands whose ranks share the work under torchrun; any other would run whole on each.
+SHARED_BY_RANKS = ("train", "evaluate")
+
+
+def _placed() -> tuple[int, int] | None:
+    """(rank, world size) under torchrun, else None."""
+    from vaelab.distributed import launched_rank
+
+    try:
+        return launched_rank()
+    except VaelabError:
+        return None  # a malformed torchrun environment: the command itself will say so
+
+
+def _speaker(placed: tuple[int, int] | None) -> tuple[str, bool]:
     """The prefix of this process's messages, and whether it reports a stop for the job.
 
     Under torchrun rank 0 speaks as ``vaelab`` and reports an interruption (every rank stops
     at the same step); another rank names itself, and only its own errors, which may be the
     cause of the job's end.
     """
-    from vaelab.distributed import launched_rank
-
-    try:
-        placed = launched_rank()
-    except VaelabError:
-        placed = None  # a malformed torchrun environment: the command itself will say so
     if placed is None or placed[0] == 0:
         return "vaelab", True
     return f"vaelab (rank {placed[0]} of {placed[1]})", False
@@ -78,7 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from vaelab.training import TrainingInterrupted
 
-    who, speaks_for_job = _speaker()
+    placed = _placed()
+    who, speaks_for_job = _speaker(placed)
+    if placed is not None and placed[1] > 1 and args.command not in SHARED_BY_RANKS:
+        if speaks_for_job:  # each rank would do the whole job and write the same files
+            print(
+                f"{who}: error: `vaelab {args.command}` runs in one process; start it without "
+                f"torchrun (under torchrun the ranks share {' and '.join(SHARED_BY_RANKS)})",
+                file=sys.stderr,
+            )
+        return EXIT_USAGE
     # recorded in the run's config.json by the commands that write one
     args.command_line = ["vaelab", *(sys.argv[1:] if argv is None else argv)]
     try:
