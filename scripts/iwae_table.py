@@ -25,7 +25,7 @@ from vaelab.config import resolve
 from vaelab.evaluation.evaluate import evaluate_run
 from vaelab.io import atomic_write_json
 from vaelab.runs import METRICS_FILE
-from vaelab.training import Trainer
+from vaelab.training import Trainer, TrainingInterrupted
 
 # Burda, Grosse & Salakhutdinov (2015), Table 1: test NLL (nats), K=5000.
 PAPER = {
@@ -65,7 +65,11 @@ def main(argv=None) -> int:
     cfg = resolve(args.config, args.overrides, flags)
     run_dir = Path(args.out) / name
     resume = (run_dir / "checkpoint.safetensors").exists()
-    Trainer(cfg, run_dir, resume=resume, progress=not args.quiet).run()
+    try:
+        Trainer(cfg, run_dir, resume=resume, progress=not args.quiet).run()
+    except TrainingInterrupted as e:  # Ctrl-C: the checkpoint is written; rerun to resume
+        print(f"iwae_table: {e} (or rerun this command)", file=sys.stderr)
+        return 130
 
     rows = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
     train_seconds = sum(r.get("epoch_seconds") or 0.0 for r in rows)
