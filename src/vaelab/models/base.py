@@ -185,12 +185,13 @@ class LatentVariableModel(SavableModel):
         if blocked:
             samples = max(1, CACHE_BLOCK // (b * last.out_features))  # whole samples per block
             parts = z.reshape(-1, b, z.shape[-1]).split(samples)
+        hidden = list(self.decoder)[:-1]
         xf = x.reshape(b, -1)
         u = xb = None
         xdot, normalizer = [], []
         for part in parts:
             h = part.reshape(-1, part.shape[-1])
-            for module in list(self.decoder)[:-1]:
+            for module in hidden:
                 h = module(h)  # (rows, H) after the last hidden layer
             logits = torch.addmm(last.bias, h, last.weight.t())  # (rows, D)
             if logits.dtype != torch.float32 and logits.dtype != torch.float64:
