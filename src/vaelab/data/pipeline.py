@@ -138,8 +138,10 @@ class DataPipeline:
         d, name, p = self.cfg, self.cfg.dataset, self.prep
         if self.likelihood == "bernoulli":
             if d.binarize == "none":
-                if not is_binary(x):
-                    kind = "values other than 0/1"
+                # what the model sees is binary: integer levels (stored from 0) at 0 or the top
+                binary = bool(((x == 0) | (x == p.top)).all()) if p.integer else is_binary(x)
+                if not binary:
+                    kind, fix = "values other than 0/1", ""
                     if p.integer:
                         lo, hi = p.value_range
                         kind = (
@@ -147,9 +149,12 @@ class DataPipeline:
                             if (lo, hi) == (0, 255)
                             else f"integer levels {lo:g}..{hi:g}"
                         )
+                        if is_binary(x):  # 0/1 stored as levels of a wider range
+                            kind = f"only 0 and 1, read as levels {lo:g}..{hi:g}"
+                            fix = f"pass --value-range {lo:g},{lo + 1:g}, or "
                     raise DataError(
                         f"{name} has {kind}, but the bernoulli likelihood is for binary data: "
-                        "choose --binarize dynamic (or fixed), or --likelihood gaussian"
+                        f"{fix}choose --binarize dynamic (or fixed), or --likelihood gaussian"
                     )
             elif not p.integer and (x.min() < 0 or x.max() > 1):
                 raise DataError(

@@ -62,7 +62,24 @@ class Preprocessing:
         if train.dtype == torch.uint8 or (stored_dtype or "") in _DTYPE_RANGES:
             integer = True
             key = stored_dtype if stored_dtype in _DTYPE_RANGES else "uint8"
-            value_range = value_range or list(_DTYPE_RANGES[key])
+            lo, hi = _DTYPE_RANGES[key]
+            if value_range is None:
+                value_range = [lo, hi]
+                top = float(seen.max()) if seen.numel() else hi
+                if top <= lo + (hi - lo) / 8:  # e.g. 0/1 or 0..16 stored as uint8
+                    notices.append(
+                        f"{name}: {key} values, read as levels {lo}..{hi}, reach only {top:g}: "
+                        f"if {top:g} is their top, pass --value-range {lo},{top:g}"
+                    )
+            elif value_range[0] < lo or value_range[1] > hi:
+                # the values cannot span it: the model would see a fraction of [0, 1]
+                read = " (16-bit greyscale images are scaled to 8 bits when read)"
+                raise DataError(
+                    f"{name}: the values are {key}, {lo}..{hi}"
+                    f"{read if kind == 'images' and key == 'uint8' else ''}, so "
+                    f"--value-range {value_range[0]:g},{value_range[1]:g} cannot be their "
+                    f"scale: leave it out, or give a range within {lo}..{hi}"
+                )
         elif value_range is not None:
             integer = integral and all(float(v).is_integer() for v in value_range)
         elif kind == "images" and integral and float(train.max()) > 1:

@@ -1,0 +1,97 @@
+"""Integer data and their value range: what the model sees is what the user meant.
+
+Found by QA on a user's own files: 0/1 stored as uint8 is read as levels 0..255 (the model
+then sees 0 and 1/255), 0/255 images were refused by --binarize none, and a 16-bit range
+given for a folder whose 16-bit images are read as 8 bits squeezed them to near black.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vaelab.cli import main
+from vaelab.config import DataConfig
+from vaelab.data.preprocess import Preprocessing
+from vaelab.errors import DataError
+
+QUICK = ["--hidden", "8", "--latent-dim", "2", "--batch-size", "16", "--epochs", "1",
+         "--seed", "7", "--device", "cpu", "--quiet", "--no-report",
+         "--set", "train.final_eval_n=0", "--set", "train.threads=1"]  # fmt: skip
+
+
+def _fit(x: torch.Tensor, kind="images", value_range=None, dtype=None):
+    notices: list[str] = []
+    cfg = DataConfig(dataset="d", value_range=value_range)
+    prep = Preprocessing.fit(cfg, kind, "bernoulli", x, dtype, notices)
+    return prep, notices
+
+
+def test_uint8_levels_that_use_a_sliver_of_the_range_get_a_notice():
+    few = torch.randint(0, 17, (30, 4, 4), dtype=torch.uint8)  # 0..16 stored as uint8
+    prep, notices = _fit(few)
+    assert prep.value_range == [0, 255]  # still the dtype's range: the user decides
+    assert len(notices) == 1 and "reach only 16" in notices[0]
+    assert "--value-range 0,16" in notices[0]
+    # a dark but ordinary photo set (its brightest pixel 200) and the user's own range: quiet
+    photos = torch.randint(0, 201, (30, 4, 4), dtype=torch.uint8)
+    assert _fit(photos)[1] == []
+    assert _fit(few, value_range=[0, 16])[1] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "dtype", "value_range", "says"),
+    [
+        ("images", None, [0, 65535], "16-bit greyscale images are scaled to 8 bits"),
+        ("table", "uint8", [-1, 255], "the values are uint8, 0..255, so --value-range -1,255"),
+        ("images", "uint16", [0, 70000], "the values are uint16, 0..65535"),
+    ],
+)
+def test_a_range_wider_than_the_values_dtype_is_refused(kind, dtype, value_range, says):
+    x = torch.randint(0, 256, (20, 3, 3), dtype=torch.uint8)
+    if dtype == "uint16":
+        x = x.to(torch.int32) * 200
+    with pytest.raises(DataError, match="cannot be their scale") as e:
+        _fit(x, kind, value_range, dtype)
+    assert says in str(e.value)
+
+
+def test_ranges_within_the_dtype_are_taken():
+    x = torch.randint(0, 101, (20, 3, 3), dtype=torch.uint8)
+    assert _fit(x, value_range=[0, 255])[0].value_range == [0, 255]
+    assert _fit(x, value_range=[0, 100])[0].top == 100
+    wide = torch.randint(0, 4096, (20, 3, 3), dtype=torch.int32)  # 12-bit levels in uint16
+    prep, notices = _fit(wide, value_range=[0, 65535], dtype="uint16")
+    assert prep.top == 65535 and notices == []
+
+
+def _train(tmp_path, arr: np.ndarray, *extra: str) -> int:
+    path = tmp_path / "x.npy"
+    np.save(path, arr)
+    return main(["train", "--out", str(tmp_path / "run"), "--dataset", str(path), *extra, *QUICK])
+
+
+def _binary(seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).random((40, 6, 6)) < 0.5
+
+
+def test_binarize_none_takes_0_255_images_as_binary(tmp_path):
+    assert _train(tmp_path, _binary().astype(np.uint8) * 255, "--binarize", "none") == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_binarize_none_refuses_0_1_read_as_levels_of_0_255_and_says_how(tmp_path, capsys):
+    assert _train(tmp_path, _binary().astype(np.uint8), "--binarize", "none") == 2
+    err = capsys.readouterr().err
+    assert "has only 0 and 1, read as levels 0..255" in err and "--value-range 0,1" in err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    rc = _train(tmp_path, _binary().astype(np.uint8), "--binarize", "none", "--value-range", "0,1")
+    assert rc == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_binarize_none_still_refuses_grey_pixels(tmp_path, capsys):
+    grey = np.random.default_rng(1).integers(0, 256, (40, 6, 6)).astype(np.uint8)
+    assert _train(tmp_path, grey, "--binarize", "none") == 2
+    assert "has grey pixels (0..255)" in capsys.readouterr().err
