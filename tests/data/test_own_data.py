@@ -233,6 +233,35 @@ def test_an_edited_data_file_is_evaluated_with_a_warning(tmp_path, monkeypatch, 
     assert edited.err.count("\n") == 1 and "x.csv" in edited.err
 
 
+def test_resume_reads_the_file_it_was_trained_on_with_its_saved_preprocessing(
+    tmp_path, monkeypatch, capsys
+):
+    """A resumed run takes the rows it started on: an edited file is refused (other splits,
+    and the standardization would be fitted anew), before anything is written; the same file
+    resumes, with the recorded preprocessing, not a refit."""
+    monkeypatch.chdir(tmp_path)
+    _train_csv(tmp_path)
+    config = tmp_path / "run" / "config.json"
+    before = config.read_bytes()
+    x, y = _table(seed=1)
+    original = (tmp_path / "x.csv").read_bytes()
+    (tmp_path / "x.csv").write_text(_csv_text(x, y))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", "run", "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "x.csv is not the file this run was trained on" in err and err.count("\n") == 1
+    assert config.read_bytes() == before  # nothing written
+    (tmp_path / "x.csv").write_bytes(original)
+    saved = json.loads(before)["data"]["preprocessing"]
+    fitted = []
+    monkeypatch.setattr(
+        "vaelab.data.pipeline.Preprocessing.fit", lambda *a, **k: fitted.append(a) or None
+    )
+    assert main(["train", "--resume", "--out", "run", "--epochs", "2"]) == 0
+    assert fitted == []  # the saved preprocessing, not a refit
+    assert json.loads(config.read_text())["data"]["preprocessing"] == saved
+
+
 def test_encode_answers_every_row_or_refuses_the_file(tmp_path, monkeypatch, capsys):
     """A run trained with --drop-missing still answers row for row: a file with a missing cell
     is refused by name, never answered with fewer rows than it has."""

@@ -106,6 +106,12 @@ def read_data_record(run_dir: str | os.PathLike) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def recorded_sha256(run_dir: str | os.PathLike) -> str | None:
+    """The sha256 of the data file (or folder) the run was trained on, if it recorded one."""
+    source = read_data_record(run_dir).get("source")
+    return source.get("sha256") if isinstance(source, dict) else None
+
+
 def saved_preprocessing(run_dir: str | os.PathLike) -> Preprocessing | None:
     """The preprocessing a run recorded (None for runs made before it was recorded)."""
     record = read_data_record(run_dir).get("preprocessing")

@@ -15,7 +15,7 @@ from vaelab.data.sources import FileSource, absolute_dataset
 from vaelab.device import resolve_device
 from vaelab.errors import DataError
 from vaelab.models.base import LatentVariableModel
-from vaelab.runs.config_file import read_data_record, read_run_config, saved_preprocessing
+from vaelab.runs.config_file import read_run_config, recorded_sha256, saved_preprocessing
 
 
 @dataclass
@@ -85,7 +85,7 @@ def _data_changed(run_dir: Path, pipeline: DataPipeline) -> str | None:
     """A one-line warning when the run's data file is not the file it was trained on: its
     90/5/5 split (and so every number on it) is then of other rows. Not an error: a user may
     mean to evaluate an edited or extended file."""
-    recorded = read_data_record(run_dir).get("source", {}).get("sha256")
+    recorded = recorded_sha256(run_dir)
     source = pipeline.source
     if not recorded or not isinstance(source, FileSource):
         return None

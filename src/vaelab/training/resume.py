@@ -6,10 +6,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from vaelab.config import RunConfig, to_dict
-from vaelab.data.sources import IN_MEMORY, absolute_dataset
-from vaelab.errors import ConfigError
-from vaelab.runs.config_file import read_run_config
+import torch
+
+from vaelab.config import DataConfig, RunConfig, to_dict
+from vaelab.data.pipeline import DataPipeline
+from vaelab.data.sources import IN_MEMORY, FileSource, absolute_dataset
+from vaelab.errors import ConfigError, DataError
+from vaelab.runs.config_file import read_run_config, recorded_sha256, saved_preprocessing
 from vaelab.runs.layout import CHECKPOINT_FILE, check_new_run_dir, check_resumed_run_dir
 
 # More or fewer epochs only extends or ends a run (refused for schedules laid out over the
@@ -93,6 +96,28 @@ def check_start(
         return saved
     check_new_run_dir(run_dir, overwrite=overwrite, resume=resume)
     return None
+
+
+def open_data(
+    run_dir: Path,
+    cfg: DataConfig,
+    likelihood: str | None,
+    device: torch.device,
+    tensors: dict[str, torch.Tensor] | None,
+    saved: RunConfig | None,
+) -> DataPipeline:
+    """The run's data. A resumed run (``saved``) keeps the preprocessing it recorded and reads
+    the file it was trained on: the same sha256 (another file has other splits)."""
+    prep = saved_preprocessing(run_dir) if saved is not None else None
+    data = DataPipeline(cfg, likelihood, device, tensors=tensors, preprocessing=prep)
+    recorded = recorded_sha256(run_dir) if saved is not None else None
+    if recorded and isinstance(data.source, FileSource) and data.source.sha256 != recorded:
+        raise DataError(
+            f"{data.source.path} is not the file this run was trained on (its sha256 "
+            "differs): a resumed run must read the same rows; put the original back, or "
+            "train a new run"
+        )
+    return data
 
 
 def check_epochs_left(finished: int, cfg: RunConfig) -> None:

@@ -30,7 +30,6 @@ import torch
 
 from vaelab._malloc import keep_freed_memory
 from vaelab.config import RunConfig, validate
-from vaelab.data.pipeline import DataPipeline
 from vaelab.device import autocast, resolve_device
 from vaelab.distributed import SINGLE, DistributedError, World
 from vaelab.errors import ConfigError, VaelabError
@@ -44,7 +43,7 @@ from vaelab.runs.metrics import MetricsLog
 from vaelab.training import checkpoint
 from vaelab.training.diagnosis import divergence_cause
 from vaelab.training.progress import EpochBar
-from vaelab.training.resume import check_epochs_left, start_config
+from vaelab.training.resume import check_epochs_left, open_data, start_config
 from vaelab.training.schedules import epoch_permutation, kl_weight, learning_rate
 from vaelab.training.signals import StopFlag
 from vaelab.training.state import STAT_NAMES, TrainResult, TrainState
@@ -112,8 +111,8 @@ class Trainer:
         self.device = world.device or resolve_device(t.device, "train.device")
         if self.device.type == "cpu":
             keep_freed_memory()  # no page faults on each step's temporaries (see _malloc)
-        self.data = DataPipeline(
-            self.cfg.data, model_likelihood(self.cfg), self.device, tensors=tensors
+        self.data = open_data(
+            self.run_dir, self.cfg.data, model_likelihood(self.cfg), self.device, tensors, saved
         )
         # the likelihood the data called for is part of the run's model from here on
         self.cfg.model = {**self.cfg.model, "likelihood": self.data.likelihood}
