@@ -262,6 +262,32 @@ def test_resume_reads_the_file_it_was_trained_on_with_its_saved_preprocessing(
     assert json.loads(config.read_text())["data"]["preprocessing"] == saved
 
 
+def test_header_yes_reads_names_that_are_numbers_and_the_run_keeps_the_choice(
+    tmp_path, monkeypatch, capsys
+):
+    """A table of years (2019,2020,...) has a header of numbers: by default it is data (with a
+    notice saying how to read it as names); --header yes reads names, is saved with the run,
+    and `score` of the same file answers one row per data row."""
+    monkeypatch.chdir(tmp_path)
+    x, _ = _table()
+    lines = ["2019,2020,2021"] + [",".join(map(repr, row[:3].tolist())) for row in x]
+    (tmp_path / "years.csv").write_text("\n".join(lines) + "\n")
+    assert main(["train", "--dataset", "years.csv", "--out", "auto", *TINY]) == 0
+    assert "pass --header yes" in capsys.readouterr().err
+    auto = json.loads((tmp_path / "auto" / "config.json").read_text())["data"]["source"]
+    assert auto["n_rows_in_file"] == len(x) + 1 and auto["header"] is False
+    assert main(["train", "--dataset", "years.csv", "--out", "run", "--header", "yes", *TINY]) == 0
+    assert "--header" not in capsys.readouterr().err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["source"]["columns"] == ["2019", "2020", "2021"]
+    assert config["run"]["data"]["header"] == "yes"
+    assert main(["score", "run", "--data", "years.csv", "--out", "s.csv", "--k", "3"]) == 0
+    assert _read_table(tmp_path / "s.csv").num_rows == len(x)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    assert main(["train", "--dataset", "x.npy", "--out", "n", "--header", "no", *TINY]) == 2
+    assert "--header apply to tables" in capsys.readouterr().err
+
+
 def test_encode_answers_every_row_or_refuses_the_file(tmp_path, monkeypatch, capsys):
     """A run trained with --drop-missing still answers row for row: a file with a missing cell
     is refused by name, never answered with fewer rows than it has."""

@@ -97,14 +97,40 @@ def test_header_argument_overrides_the_guess(tmp_path):
     guessed = read_table(path)
     assert guessed.values.shape == (3, 2)
     assert guessed.notices == [
-        "read the first row 0,1,...,1 as data; if it names the columns, pass header=True"
+        "read the first row (0,1) as data, the columns named col0, col1, ...; if it names the "
+        "columns, pass --header yes"
     ]
     r = read_table(path, header=True)
     assert r.columns == ["0", "1"] and r.values.tolist() == [[5, 6], [7, 8]]
+    assert r.notices == []  # the user said so: nothing to note
     # header=False on a file that has one: its names are refused as numbers, in row 1.
     named = _text(tmp_path, "n.csv", "a,b\n1,2\n")
     msg = _error(named, header=False)
     assert "'a'" in msg and "row 1 (1 = the first row)" in msg
+
+
+def test_a_first_row_of_numbers_and_text_read_as_a_header_says_how_to_read_it_as_data(
+    tmp_path,
+):
+    """iris without its header: the label in the first row makes the row look like names,
+    so every error about its columns, and the notice, say that --header no reads it as data."""
+    rows = "5.1,3.5,setosa\n4.9,3.0,setosa\n7.0,3.2,versicolor\n"
+    path = _text(tmp_path, "iris.csv", rows)
+    msg = _error(path)
+    assert "non-numeric column 'setosa'" in msg and "if it is data, pass --header no" in msg
+    assert "pass --header no" in _error(path, label_column="col2")
+    taken = read_table(path, label_column="setosa")  # as asked: the first row is the names
+    assert taken.values.shape == (2, 2)
+    assert taken.notices == [
+        "the first row, '5.1', '3.5', 'setosa', was read as the header because it holds text; "
+        "if it is data, pass --header no"
+    ]
+    data = read_table(path, label_column="col2", header=False)
+    assert data.values.shape == (3, 2) and data.labels.tolist() == ["setosa"] * 2 + ["versicolor"]
+    assert data.notices == []
+    # an ordinary header (no field a number) is taken without a word
+    named = read_table(_text(tmp_path, "n.csv", "a,b,kind\n" + rows), label_column="kind")
+    assert named.notices == [] and named.values.shape == (3, 2)
 
 
 def test_pandas_index_column_dropped_with_notice(tmp_path):

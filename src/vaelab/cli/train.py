@@ -10,6 +10,7 @@ from vaelab.cli.options import config_default, flag_value, int_list, name_list, 
 from vaelab.config.schema import (
     BINARIZE,
     ESTIMATORS,
+    HEADER,
     OBJECTIVES,
     OPTIMIZERS,
     PRECISIONS,
@@ -50,6 +51,14 @@ FLAGS: dict[str, tuple[str, dict]] = {
         dict(
             metavar="NAME",
             help="a table column kept as each row's label, never a feature (default: none)",
+        ),
+    ),
+    "--header": (
+        "data.header",
+        dict(
+            choices=HEADER,
+            help="text tables: does the first row name the columns? (auto: yes when any of "
+            "its fields is not a number)",
         ),
     ),
     "--drop-missing": (

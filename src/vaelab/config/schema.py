@@ -20,6 +20,7 @@ OBJECTIVES = ("elbo", "iwae")
 ESTIMATORS = ("standard", "dreg")
 BINARIZE = ("dynamic", "fixed", "none")
 STANDARDIZE = ("auto", "on", "off")
+HEADER = ("auto", "yes", "no")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SEED_LIMIT = 2**32
 # Each rollback scales the learning rate by 0.1: past ~300 the scale is no longer a positive
@@ -38,6 +39,9 @@ class DataConfig:
     columns: list[str] | None = None  # table features (default: every numeric column)
     label_column: str | None = None  # a table column kept as each row's label, never a feature
     drop_missing: bool = False  # drop table rows with missing cells (default: an error)
+    # text tables: whether the first row names the columns. auto: it does when any of its
+    # fields is not a number (the choice is printed); the run's every table is read this way
+    header: str = "auto"
     image_size: int | None = None  # image folders: side in pixels (default: the most common)
     # integer data (images stored as 0..16 or 0..65535, ...) is mapped to [0, 1] from this
     # [lo, hi]; default: the dtype's range for uint8/uint16, else the data's min/max (every split)
@@ -127,6 +131,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     choice("model_class", cfg.model_class, MODEL_CLASSES)
     choice("data.binarize", d.binarize, BINARIZE)
     choice("data.standardize", d.standardize, STANDARDIZE)
+    choice("data.header", d.header, HEADER)
     if d.value_range is not None and not (
         len(d.value_range) == 2
         and all(math.isfinite(v) for v in d.value_range)

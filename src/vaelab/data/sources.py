@@ -172,13 +172,21 @@ def read_data(path: Path, cfg: DataConfig, every_row: bool = False) -> RawData:
         return read_image_folder(path, image_size=cfg.image_size)
     suffix = path.suffix.lower()
     table = cfg.columns is not None or cfg.label_column is not None or cfg.drop_missing
+    header = {"auto": None, "yes": True, "no": False}[cfg.header]
     if suffix in TABLE_SUFFIXES:
+        if header is not None and suffix == ".parquet":
+            header = None  # its names are in its schema (a run's choice for its text tables)
         return read_table(
-            path, cfg.columns, cfg.label_column, cfg.drop_missing, every_row=every_row
+            path,
+            cfg.columns,
+            cfg.label_column,
+            cfg.drop_missing,
+            header=header,
+            every_row=every_row,
         )
-    if table:
+    if table or header is not None:
         raise DataError(
-            f"{path}: --columns, --label-column and --drop-missing apply to tables "
+            f"{path}: --columns, --label-column, --drop-missing and --header apply to tables "
             f"({', '.join(TABLE_SUFFIXES)}), not to {suffix or 'this file'}"
         )
     if suffix not in ARRAY_SUFFIXES and path.is_file():

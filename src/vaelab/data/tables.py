@@ -312,12 +312,15 @@ def _looks_like_header(fields: list[str]) -> bool:
 class _Layout:
     """How a text table is laid out: what pyarrow needs to read it, and how to name its rows."""
 
-    def __init__(self, path: Path, names: list[str], skip: int, delimiter: str, header: bool):
+    def __init__(
+        self, path: Path, names: list[str], skip: int, delimiter: str, header: bool, hint=""
+    ):
         self.path = path
         self.names = names  # every column, in file order
         self.skip = skip  # physical lines before the data (the header record, blank lines)
         self.delimiter = delimiter
         self.header = header
+        self.hint = hint  # how the first row was read, where that may be the trouble
 
     def row_ref(self, i: int) -> str:
         """The 0-based data row ``i`` as a person counts it."""
@@ -366,7 +369,14 @@ def _read_text(
     if has_header:
         names = [f.strip() for f in fields]
         skip = reader.line_num  # physical lines up to the header's end, blank ones included
-        hint = ""
+        numbers = [f for f in names if f and _is_number_or_missing(f)]
+        # a header of names that are numbers is rare; a data row with a text column is not
+        hint = (
+            f" (the first row, {_names(names[:4])}{', ...' if len(names) > 4 else ''}, was read "
+            "as the header because it holds text; if it is data, pass --header no)"
+            if header is None and numbers
+            else ""
+        )
     else:
         names = [f"col{i}" for i in range(len(fields))]
         skip = 0
@@ -383,7 +393,7 @@ def _read_text(
             f"{path}: column{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
             f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
         )
-    layout = _Layout(path, names, skip, delimiter, has_header)
+    layout = _Layout(path, names, skip, delimiter, has_header, hint)
     label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index, hint)
     strings = [c for c in (label_column, index) if c is not None]
@@ -394,13 +404,16 @@ def _read_text(
     index_col = (index, extra[index]) if index is not None else None
     details = {"format": path.suffix.lower()[1:], "delimiter": delimiter, "header": has_header}
     parts = _Parts(values, features, label, index_col, layout.row_ref, details, finite)
-    counting = [str(i) for i in range(len(fields))]
-    if header is None and len(fields) > 1 and [f.strip() for f in fields] == counting:
-        # pandas' DataFrame(array).to_csv(index=False) writes this header; so could data.
+    if header is None and not has_header:
+        # every field a number: data, but pandas' DataFrame(array).to_csv(index=False) writes
+        # 0,1,2,... as a header, and a table of years has 2019,2020,... as its names
         parts.notices.append(
-            f"read the first row 0,1,...,{len(fields) - 1} as data; if it names the columns, "
-            "pass header=True"
+            f"read the first row ({','.join(f.strip() for f in fields[:4])}"
+            f"{',...' if len(fields) > 4 else ''}) as data, the columns named col0, col1, ...; "
+            "if it names the columns, pass --header yes"
         )
+    elif header is None and hint:
+        parts.notices.append(hint.strip(" ()"))
     return parts
 
 
@@ -545,6 +558,7 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
         raise DataError(f"{path}: cannot read the columns {_names(features)} as numbers")
     name, i, value = first
     hint = _separator_hint(str(value), layout.delimiter) if len(layout.names) == 1 else ""
+    hint = hint or layout.hint
     raise DataError(
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
         f"{value!r} in {name!r}, {layout.row_ref(i)}); choose numeric features with "
