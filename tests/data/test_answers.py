@@ -150,6 +150,21 @@ def test_new_rows_need_no_label_and_the_data_read_is_never_the_output(table_run,
     b = vaelab.load_run(run).score(labelled, k=10)
     assert a.labels is None and b.labels.tolist() == (np.arange(20) % 3).tolist()
     torch.testing.assert_close(a.log_px, b.log_px)
+    # some rows labelled, some not (the usual anomaly search): each answered, its label kept
+    # or empty, never a made-up 0; --top counts rows from 1 and says which have no label
+    some = _write_parquet(folder / "some.parquet", x, pa.array([0, None, 2] + [1] * 17))
+    out = folder / "some.parquet.scores.parquet"
+    capsys.readouterr()
+    assert (
+        main(["score", str(run), "--data", some, "--k", "10", "--out", str(out), "--top", "20"])
+        == 0
+    )
+    assert pq.read_table(out).column("label").to_pylist() == [0, None, 2] + [1] * 17
+    top = capsys.readouterr().out
+    assert "row 2 no label" in top and "row 1 label 0" in top and "row 0 " not in top
+    c = vaelab.load_run(run).score(some, k=10)
+    assert c.labels.tolist() == [0, None, 2] + [1] * 17
+    torch.testing.assert_close(c.log_px, a.log_px)
     # a missing cell in new rows is refused without advice to drop rows (score has no flag)
     holey = x.copy()
     holey[3, 1] = np.nan

@@ -128,13 +128,14 @@ def score(args) -> int:
     print(f"wrote {path}: {n} rows, log p(x) with K={s.k} in the data's units")
     if args.top > 0:
         order = np.argsort(columns["log_px"], kind="stable")[: args.top]
-        print(f"the {len(order)} least likely rows:")
+        # counted from 1, as a person counts data rows (and as vaelab's errors do)
+        print(f"the {len(order)} least likely rows (1 = the first row read):")
         for i in order:
-            who = f"row {i}"
+            who = f"row {i + 1}"
             if s.ids is not None:
                 who += f" (id {s.ids[i]})"
             if s.labels is not None:
-                who += f" label {s.labels[i]}"
+                who += " no label" if s.labels[i] is None else f" label {s.labels[i]}"
             print(
                 f"  {who}: log p(x) {columns['log_px'][i]:.3f} ± {columns['log_px_stderr'][i]:.3f}"
             )

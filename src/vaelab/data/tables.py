@@ -750,6 +750,12 @@ def _finish(
     labels, label_missing = None, None
     if parts.label is not None:
         labels, label_missing = _labels(path, parts.label)
+        if every_row and label_missing is not None:
+            # new rows need no label (it is never a feature): an unlabelled one is answered,
+            # its label None (an empty cell in the answers' file)
+            labels = labels.astype(object)
+            labels[label_missing] = None
+            label_missing = None
 
     keep = None
     # One pass over the values on the usual path; the rest only when something is off.
