@@ -59,12 +59,57 @@ def test_binarize_matches_intensity_in_expectation(mini_valid):
     total, expected = b.sum().item(), p.sum().item()
     std = math.sqrt((p * (1 - p)).sum().item())
     assert abs(total - expected) < 5 * std
-    # Per pixel over many draws of one image: frequency of 1 ~ p within 5 binomial std.
-    img = mini_valid[:1].expand(4000, -1, -1, -1)
-    freq = binarize_fixed(img, seed=7).mean(0)
+    # Per pixel over many seeds for one image: frequency of 1 ~ p within 5 binomial std.
+    img = mini_valid[:1]
+    freq = torch.stack([binarize_fixed(img, seed=s)[0] for s in range(2000)]).mean(0)
     p1 = p[0]
-    tol = 5 * torch.sqrt(p1 * (1 - p1) / 4000) + 1e-6
+    tol = 5 * torch.sqrt(p1 * (1 - p1) / 2000) + 1e-6
     assert torch.all((freq - p1).abs() <= tol)
+
+
+def test_binarize_fixed_depends_on_each_example_alone(mini_valid):
+    """An example's binary image is a function of (seed, its values): the same image read
+    alone, tenth in a file, twice in one, or on its own in a subset, gets the same pixels, so
+    `score`'s anomaly ranks never move with the file's order. Different images (and one image
+    under another seed) get independent draws."""
+    x = mini_valid[:50]
+    whole = binarize_fixed(x, seed=3)
+    assert torch.equal(binarize_fixed(x[10:11], seed=3), whole[10:11])
+    assert torch.equal(binarize_fixed(x.flip(0), seed=3), whole.flip(0))
+    twice = binarize_fixed(torch.cat([x[:1], x[7:8], x[:1]]), seed=3)
+    assert torch.equal(twice[0], twice[2]) and torch.equal(twice[0], whole[0])
+    # levels 0..top: the ends are exact, and an example is keyed by its levels likewise
+    levels = (x[:5].to(torch.int32) * 15 // 255).to(torch.uint8)  # 0..15
+    bits = binarize_fixed(levels, seed=3, top=15)
+    assert (bits[levels == 0] == 0).all() and (bits[levels == 15] == 1).all()
+    assert torch.equal(binarize_fixed(levels[2:3], seed=3, top=15), bits[2:3])
+    # dequantization of new rows is keyed the same way, and keeps floor(levels·y) == x
+    y = dequantize(x, seed=3)
+    assert torch.equal(dequantize(x[10:11], seed=3), y[10:11])
+    assert torch.equal(torch.floor(y * 256).to(torch.uint8), x)
+
+
+def test_keyed_uniforms_are_uniform_and_independent_across_pixels_and_examples():
+    from vaelab.data.transforms import keyed_uniforms
+
+    x = torch.arange(4000 * 64, dtype=torch.float32).reshape(4000, 64)  # distinct rows
+    u = keyed_uniforms(x, seed=0)
+    assert u.dtype == torch.float32 and u.shape == x.shape
+    assert 0 <= u.min() and u.max() < 1
+    n = u.numel()
+    # mean 1/2 and variance 1/12 within 5 standard errors; deciles within 5 binomial std
+    assert abs(u.mean().item() - 0.5) < 5 * math.sqrt(1 / 12 / n)
+    assert abs(u.var().item() - 1 / 12) < 5 * math.sqrt(1 / 180 / n)
+    counts = torch.histc(u, bins=10, min=0, max=1)
+    assert ((counts - n / 10).abs() < 5 * math.sqrt(n * 0.1 * 0.9)).all()
+    # neighbouring pixels and neighbouring examples uncorrelated (|r| < 5/sqrt(m))
+    flat = u.flatten()
+    r_pix = torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1]
+    r_ex = torch.corrcoef(torch.stack([u[:-1, 0], u[1:, 0]]))[0, 1]
+    assert abs(r_pix) < 5 / math.sqrt(n) and abs(r_ex) < 5 / math.sqrt(4000)
+    # the seed changes everything; the same seed nothing
+    assert torch.equal(keyed_uniforms(x, seed=0), u)
+    assert (keyed_uniforms(x, seed=1) != u).float().mean() > 0.99
 
 
 def test_binarize_dynamic_fresh_each_call(mini_valid):

@@ -50,7 +50,8 @@ class DataConfig:
     # auto = tables, on, off. Reported NLLs add its log-Jacobian back (original units).
     standardize: str = "auto"
     # Bernoulli likelihood: how grey pixels become binary. "dynamic" draws a fresh Bernoulli
-    # sample every time an image is seen in training (validation/test use one fixed-seed draw);
+    # sample every time an image is seen in training (validation/test use one fixed-seed draw,
+    # each image's from its own values: the same image gets the same pixels wherever it is);
     # "fixed" uses the fixed-seed draw for training too; "none" requires binary data.
     binarize: str = "dynamic"
     eval_seed: int = 0  # seed of the fixed binarization of validation and test data

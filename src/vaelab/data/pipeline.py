@@ -196,18 +196,18 @@ class DataPipeline:
         return self.raw("train")
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Stored examples transformed once with the fixed evaluation seed: reproducible."""
+        """Stored examples transformed once with the fixed evaluation seed, each from its own
+        values (:func:`~vaelab.data.transforms.keyed_uniforms`): reproducible, and the same
+        example gets the same numbers whichever rows it is read with."""
         seed = self.cfg.eval_seed
         if self.likelihood == "bernoulli" and self.cfg.binarize != "none":
             return binarize_fixed(x, seed, top=self.prep.top)
         if self.dequantized:
-            generator = torch.Generator(device=x.device).manual_seed(seed)
-            return dequantize(x, generator, levels=self.prep.levels)
+            return dequantize(x, levels=self.prep.levels, seed=seed)
         return self._scale(x)
 
     def eval_data(self, split: str) -> torch.Tensor:
-        """The split transformed once with the fixed evaluation seed (the whole split at once:
-        the draw for an example depends on its position)."""
+        """The split transformed once with the fixed evaluation seed."""
         if split not in self._eval:
             self._eval[split] = self.prepare(self.raw(split))
         return self._eval[split]

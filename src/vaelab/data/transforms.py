@@ -1,18 +1,21 @@
 """Turning 8-bit images into what a likelihood can honestly score.
 
 A Bernoulli decoder needs binary data: :func:`binarize_dynamic` draws a fresh binary image per
-batch during training, :func:`binarize_fixed` draws one reproducible binary copy of a whole
-validation or test split. A continuous (e.g. Gaussian) decoder needs dequantized data:
-:func:`dequantize` spreads each 8-bit value uniformly over its bin, and :func:`bits_per_dim`
-converts the resulting NLL back to bits per 8-bit dimension.
+batch during training, :func:`binarize_fixed` one reproducible binary copy of validation, test
+and new rows, each example's from its own values. A continuous (e.g. Gaussian) decoder needs
+dequantized data: :func:`dequantize` spreads each 8-bit value uniformly over its bin (keyed by
+each example's values too, given a seed), and :func:`bits_per_dim` converts the resulting NLL
+back to bits per 8-bit dimension.
 
 Images are ``(N, C, H, W)`` (any shape works): uint8 in 0..255, or floating point in [0, 1].
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
+import numpy as np
 import torch
 
 from vaelab.errors import InvalidArgumentError
@@ -24,6 +27,7 @@ __all__ = [
     "bits_per_dim",
     "dequantize",
     "is_binary",
+    "keyed_uniforms",
     "to_unit",
 ]
 
@@ -84,31 +88,79 @@ def binarize_dynamic(
 
 
 def binarize_fixed(x: torch.Tensor, seed: int, top: float | None = None) -> torch.Tensor:
-    """The same Bernoulli(intensity) draw as :func:`binarize_dynamic`, from a generator seeded
-    with ``seed``: for validation and test sets, so their NLL is reproducible.
-
-    Binarize the *whole split at once*: the draw for an example depends on its position in
-    ``x``, so binarizing a subset gives different pixels than subsetting the binarized split.
-    The uniforms are drawn on the CPU whatever ``x``'s device, so the result is the same on
-    every machine.
+    """The same Bernoulli(intensity) draw as :func:`binarize_dynamic`, but each example's
+    uniforms are a function of ``seed``, the example's own values and the pixel's position in
+    it (:func:`keyed_uniforms`): for validation, test and new rows, so that their NLL is
+    reproducible and an example's binary image, and every number of it, does not depend on
+    the other rows it is read with (the same image first in one file and tenth in another, or
+    twice in one, is binarized the same). The draw is made on the CPU whatever ``x``'s device,
+    so the result is the same on every machine.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
     x = _check_tensor(x, "images")
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    return _bernoulli(x, generator, device=torch.device("cpu"), top=top)
+    u = keyed_uniforms(x, seed).to(x.device)
+    if top is not None or x.dtype == torch.uint8:  # as _bernoulli: top·u < x, levels 0..top
+        return torch.lt(u.mul_(255.0 if top is None else float(top)), x, out=u)
+    return torch.lt(u, to_unit(x), out=u)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (Steele et al., 2014)
+_MIX = (np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+_KEYED_BLOCK = 1 << 20  # values per block of the uint64 arithmetic (8 MiB of temporaries)
+
+
+def keyed_uniforms(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """float32 uniforms in [0, 1) of ``x``'s shape, example ``i``'s a function of ``seed``,
+    the bytes of ``x[i]`` and each value's position only.
+
+    Each example's key is a 64-bit BLAKE2b digest of its little-endian bytes (keyed with
+    ``seed``); value ``j`` then gets splitmix64's output for ``key + (j + 1)·φ`` (Steele,
+    Lea & Flood 2014, "Fast splittable pseudorandom number generators"), of which the top 24
+    bits make a float32 uniform exactly. Identical examples get identical uniforms.
+    """
+    a = x.detach().cpu().contiguous().numpy()
+    n = a.shape[0] if a.ndim else 1
+    rows = a.reshape(n, -1)
+    rows = rows.astype(rows.dtype.newbyteorder("<"), copy=False)
+    salt = int(seed).to_bytes(16, "little", signed=True)
+    keys = np.array(
+        [
+            int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8, key=salt).digest(), "little")
+            for r in rows
+        ],
+        dtype=np.uint64,
+    )
+    d = rows.shape[1]
+    out = np.empty((n, d), dtype=np.float32)
+    offsets = (np.arange(1, d + 1, dtype=np.uint64) * _GOLDEN)[None, :]  # wraps, as meant
+    step = max(1, _KEYED_BLOCK // max(d, 1))
+    for i in range(0, n, step):
+        z = keys[i : i + step, None] + offsets
+        z ^= z >> np.uint64(30)
+        z *= _MIX[0]
+        z ^= z >> np.uint64(27)
+        z *= _MIX[1]
+        z ^= z >> np.uint64(31)
+        out[i : i + step] = (z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24)
+    return torch.from_numpy(out).reshape(x.shape)
 
 
 def dequantize(
-    x: torch.Tensor, generator: torch.Generator | None = None, levels: int | None = None
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    levels: int | None = None,
+    *,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """Uniform dequantization ``(x + u) / levels`` with ``u ~ U[0, 1)``, float32 in [0, 1).
 
     ``x`` must be the raw integer levels: uint8 (``levels`` 256), or, with ``levels`` given,
     integer values 0..levels−1 in any dtype. A continuous density on the result, with
     :func:`bits_per_dim`'s correction, is a lower bound on the discrete data's log-likelihood.
-    ``floor(levels * y) == x`` holds exactly for every output ``y``.
+    ``floor(levels * y) == x`` holds exactly for every output ``y``. ``seed``: ``u`` from
+    :func:`keyed_uniforms` (each example's from its own values, as :func:`binarize_fixed`)
+    instead of ``generator``.
     """
     x = _check_tensor(x, "images")
     if levels is None:
@@ -118,7 +170,10 @@ def dequantize(
                 "dequantizing already-scaled floats would use the wrong bin width"
             )
         levels = 256
-    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+    if seed is not None:
+        u = keyed_uniforms(x, seed).to(x.device)
+    else:
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     xf = x.to(torch.float32)
     y = (xf + u) / float(levels)
     # In float32, 255 + u rounds to 256 for u within 2^-17 of 1 (and likewise at every level),
