@@ -393,7 +393,7 @@ CASES: dict[str, Case] = {
     # one row is a valid table, too few to train on (train, valid and test need one each)
     "one-row": lambda t, o: (
         _train(o, p := _write(t, "one.csv", "a,b\n1,2\n")),
-        [p, "1 examples are too few to split into train/valid/test"],
+        [p, "1 example is too few to split into train/valid/test", "give at least 3"],
     ),
     "two-rows-headerless": lambda t, o: (
         _train(o, p := _write(t, "two.csv", "1,2\n3,4\n")),
@@ -452,6 +452,10 @@ CASES: dict[str, Case] = {
     "standardize-on-with-a-value-range": lambda t, o: (
         _train(o, p := _write(t, "rows.csv", _rows()), "--standardize", "on", "--value-range=-5,5"),
         [p, "--standardize on and --value-range exclude each other"],
+    ),
+    "standardize-on-integer-images": lambda t, o: (
+        _train(o, p := _folder(t, "grey"), "--likelihood", "gaussian", "--standardize", "on"),
+        [str(p), "integer levels 0..255 are dequantized", "leave out --standardize on"],
     ),
     "standardize-on-bernoulli": lambda t, o: (
         _train(

@@ -54,6 +54,8 @@ def test_report_of_a_missing_run_or_a_users_file_is_one_line_and_exit_2(
 def test_evaluate_gaps_json_adds_up_and_the_report_shows_it(mnist_run, tmp_path, capsys):
     # 2,000 small optimizer steps: two threads spin-wait on each other when a core is busy
     torch.set_num_threads(1)
+    assert main(["evaluate", str(mnist_run), "--gaps", "--n", "0"]) == 2  # not the default 500
+    assert "--n must be an integer >= 1, got 0" in capsys.readouterr().err
     code = main(["evaluate", str(mnist_run), "--gaps", "--n", "30", "--k", "100", "--json"])
     assert code == 0
     gaps = json.loads(capsys.readouterr().out)

@@ -107,6 +107,24 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
         == 0
     )
     assert Image.open(tmp_path / "i.png").size == (2 * (7 * 28 + 8 * 2), 2 * (3 * 28 + 4 * 2))
+    # more than the split holds: all of it, said in a note
+    capsys.readouterr()
+    big = ["reconstruct", str(run), "--out", str(tmp_path / "all.npy"), "-n", "10000000"]
+    assert main(big) == 0
+    n = np.load(tmp_path / "all.npy").shape[0] // 2
+    assert f"note: the test split has {n} examples: all shown" in capsys.readouterr().err
+
+
+def test_interpolation_pairs_are_different_examples_and_never_repeat():
+    from vaelab.cli.pictures import _distinct_pairs
+
+    for n, wanted in ((9, 100), (9, 5), (2, 8), (10_000, 64)):
+        idx = _distinct_pairs(n, wanted, seed=3)
+        pairs = {tuple(sorted(p)) for p in idx.t().tolist()}
+        assert idx.shape == (2, min(wanted, n * (n - 1) // 2)) and len(pairs) == idx.shape[1]
+        assert (idx[0] != idx[1]).all() and 0 <= idx.min() and idx.max() < n
+    assert torch.equal(_distinct_pairs(50, 8, seed=3), _distinct_pairs(50, 8, seed=3))
+    assert not torch.equal(_distinct_pairs(50, 8, seed=3), _distinct_pairs(50, 8, seed=4))
 
 
 def test_train_gaussian_dequantized_bits_per_dim(tmp_path, capsys):

@@ -93,10 +93,11 @@ def run(args) -> int:
 
 def _run_gaps(args) -> int:
     from vaelab.distributed import launched_rank
-    from vaelab.errors import InvalidArgumentError
+    from vaelab.errors import InvalidArgumentError, positive_int
     from vaelab.evaluation.gaps import gaps_for_split
     from vaelab.runs.load import load_run
 
+    n = GAPS_N if args.n is None else positive_int("--n", args.n)  # 0 is not "the default"
     placed = launched_rank()
     if placed is not None and placed[1] > 1:  # each rank would fit and print the same examples
         raise InvalidArgumentError("--gaps runs in one process: start it without torchrun")
@@ -105,7 +106,7 @@ def _run_gaps(args) -> int:
         args.run, device=args.device, data_dir=args.data_dir, split=args.split, data=args.data
     )
     report = gaps_for_split(
-        run.model, run.data, args.split, n=args.n or GAPS_N, k=args.k,
+        run.model, run.data, args.split, n=n, k=args.k,
         batch_size=args.batch_size or 500,
     )  # fmt: skip
     report = {"run": str(args.run), **report}

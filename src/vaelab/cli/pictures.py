@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from vaelab.cli.options import add_data_dir, add_run, add_split
 from vaelab.errors import VaelabError
 
@@ -115,6 +117,8 @@ def reconstruct(args) -> int:
         raise VaelabError(f"-n must be >= 1, got {args.n}")
     run = _run(args, with_data=True)
     x = run.data.eval_data(args.split)[: args.n]
+    if x.shape[0] < args.n:
+        print(f"note: the {args.split} split has {x.shape[0]} examples: all shown", file=sys.stderr)
     if run.is_images:
         # A grid row is all originals or all their reconstructions, as its label says; an
         # array is the N originals then their N reconstructions (one "row" each, no blanks).
@@ -138,7 +142,6 @@ def reconstruct(args) -> int:
 
 def interpolate(args) -> int:
     import numpy as np
-    import torch
 
     from vaelab.viz.pictures import interpolations
 
@@ -154,12 +157,34 @@ def interpolate(args) -> int:
         raise VaelabError(
             f"the {args.split} split has fewer than 2 examples to pair: try --split {other}"
         )
-    g = torch.Generator().manual_seed(args.seed)
-    idx = torch.randint(x.shape[0], (2, args.pairs), generator=g)
+    idx = _distinct_pairs(x.shape[0], args.pairs, args.seed)
+    if idx.shape[1] < args.pairs:
+        print(
+            f"note: the {args.split} split has {x.shape[0]} examples, so {idx.shape[1]} "
+            "different pairs: all drawn",
+            file=sys.stderr,
+        )
     frames = interpolations(run.model, x[idx[0]], x[idx[1]], steps=args.steps)
+    pairs = idx.shape[1]
     keys = {
-        "pair": np.repeat(np.arange(args.pairs), args.steps),
-        "step": np.tile(np.arange(args.steps), args.pairs),
+        "pair": np.repeat(np.arange(pairs), args.steps),
+        "step": np.tile(np.arange(args.steps), pairs),
     }
     _save(run, frames, args.out, args.steps, keys=keys)
     return 0
+
+
+def _distinct_pairs(n: int, wanted: int, seed: int):
+    """Up to ``wanted`` pairs of different examples of ``n``, no pair twice, drawn with
+    ``seed``: (2, pairs) indices. A split of n examples has n(n − 1)/2 of them."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    wanted = min(wanted, n * (n - 1) // 2)
+    seen: dict[tuple[int, int], tuple[int, int]] = {}  # in the order drawn, as drawn
+    while len(seen) < wanted:
+        i, j = torch.randint(n, (2, 2 * wanted), generator=g).tolist()
+        for a, b in zip(i, j, strict=True):
+            if a != b and len(seen) < wanted:
+                seen.setdefault((min(a, b), max(a, b)), (a, b))
+    return torch.tensor(list(seen.values()), dtype=torch.long).reshape(-1, 2).t()

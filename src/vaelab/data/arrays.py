@@ -245,7 +245,8 @@ def split_indices(
     n_train = n - n_valid - n_test
     if n_train < 1:
         raise DataError(
-            f"{n} examples are too few to split into train/valid/test with fractions {fr}"
+            f"{n} example{'s are' if n != 1 else ' is'} too few to split into train/valid/test "
+            f"with fractions {fr}: give at least 3"
         )
     generator = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(n, generator=generator)

@@ -107,8 +107,14 @@ class Preprocessing:
                     f"{name}: standardized values are not probabilities; the bernoulli "
                     "likelihood cannot use --standardize on"
                 )
-            if integer or value_range is not None:
+            if cfg.value_range is not None:
                 raise DataError(f"{name}: --standardize on and --value-range exclude each other")
+            if integer:
+                lo, hi = value_range
+                raise DataError(
+                    f"{name}: integer levels {lo:g}..{hi:g} are dequantized for a Gaussian "
+                    "likelihood, not standardized: leave out --standardize on"
+                )
             flat = train.reshape(train.shape[0], -1).double()
             mean_t, std_t = flat.mean(0), flat.std(0, correction=0)
             constant = int((std_t == 0).sum())
