@@ -173,6 +173,20 @@ def test_new_rows_need_no_label_and_the_data_read_is_never_the_output(table_run,
     assert main(["score", str(run), "--data", data, "--out", str(folder / "h.csv")]) == 2
     err = capsys.readouterr().err
     assert "missing value" in err and "--drop-missing" not in err and "every row" in err
+    # text in a feature column: the run's features are fixed, so no advice to choose others
+    for name, text in (("text.csv", True), ("text.parquet", False)):
+        path = folder / name
+        if text:
+            rows = [",".join(NAMES)] + [",".join(map(repr, r.tolist())) for r in x]
+            rows[4] = rows[4].replace(rows[4].split(",")[2], "abc", 1)
+            path.write_text("\n".join(rows) + "\n")
+        else:
+            pq.write_table(pa.table({n: x[:, j] if n != "c" else ["?"] * len(x)
+                                     for j, n in enumerate(NAMES)}), path)  # fmt: skip
+        assert main(["score", str(run), "--data", str(path), "--out", str(folder / "t.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "non-numeric column 'c'" in err and "--columns" not in err, err
+        assert "the run was trained on this column as numbers" in err
     # --out naming the file being read is refused, and the file is untouched
     before = (folder / "new.parquet").read_bytes()
     for command in ("score", "encode"):

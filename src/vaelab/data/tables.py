@@ -321,6 +321,7 @@ class _Layout:
         self.delimiter = delimiter
         self.header = header
         self.hint = hint  # how the first row was read, where that may be the trouble
+        self.every_row = False  # new rows for a trained run: its features are fixed
 
     def row_ref(self, i: int) -> str:
         """The 0-based data row ``i`` as a person counts it."""
@@ -394,6 +395,7 @@ def _read_text(
             f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
         )
     layout = _Layout(path, names, skip, delimiter, has_header, hint)
+    layout.every_row = every_row
     label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index, hint)
     strings = [c for c in (label_column, index) if c is not None]
@@ -559,10 +561,15 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
     name, i, value = first
     hint = _separator_hint(str(value), layout.delimiter) if len(layout.names) == 1 else ""
     hint = hint or layout.hint
+    fix = (
+        f"the run was trained on {'these columns' if len(bad) > 1 else 'this column'} as "
+        "numbers: these rows need numbers there"
+        if layout.every_row
+        else "choose numeric features with --columns (columns=[...]) or make it the --label-column"
+    )
     raise DataError(
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
-        f"{value!r} in {name!r}, {layout.row_ref(i)}); choose numeric features with "
-        f"--columns (columns=[...]) or make it the --label-column{hint}"
+        f"{value!r} in {name!r}, {layout.row_ref(i)}); {fix}{hint}"
     )
 
 
@@ -607,10 +614,16 @@ def _read_parquet(
     bad = [c for c in features if not _is_numeric(schema.field(c).type)]
     if bad:
         first = schema.field(bad[0]).type
+        fix = (
+            f"the run was trained on {'these columns' if len(bad) > 1 else 'this column'} as "
+            "numbers: these rows need numbers there"
+            if every_row
+            else "choose numeric features with --columns (columns=[...]) or make it the "
+            "--label-column"
+        )
         raise DataError(
             f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first "
-            f"holds {first}); choose numeric features with --columns (columns=[...]) or make "
-            "it the --label-column"
+            f"holds {first}); {fix}"
         )
     n = pf.metadata.num_rows
     if n == 0:
