@@ -95,3 +95,18 @@ def test_binarize_none_still_refuses_grey_pixels(tmp_path, capsys):
     grey = np.random.default_rng(1).integers(0, 256, (40, 6, 6)).astype(np.uint8)
     assert _train(tmp_path, grey, "--binarize", "none") == 2
     assert "has grey pixels (0..255)" in capsys.readouterr().err
+
+
+def test_a_table_of_whole_numbers_is_continuous_unless_given_a_range_and_says_so():
+    counts = torch.randint(0, 17, (50, 6)).to(torch.float32)  # digits' 0..16, read from text
+    notices: list[str] = []
+    prep = Preprocessing.fit(DataConfig(dataset="t"), "table", "gaussian", counts, None, notices)
+    assert not prep.integer and prep.mean is not None  # standardized, a density
+    assert len(notices) == 1 and "--value-range 0,16 to dequantize them" in notices[0]
+    given = Preprocessing.fit(
+        DataConfig(dataset="t", value_range=[0, 16]), "table", "gaussian", counts, None, []
+    )
+    assert given.integer and given.levels == 17  # dequantized levels
+    floats: list[str] = []
+    Preprocessing.fit(DataConfig(dataset="t"), "table", "gaussian", counts + 0.5, None, floats)
+    assert floats == []

@@ -93,6 +93,13 @@ class Preprocessing:
             integer = True
             value_range = [float(seen.min()), float(seen.max())]
             notices.append(f"{name}: integer data, levels {value_range[0]:g}..{value_range[1]:g}")
+        elif kind == "table" and integral and seen.numel() and likelihood != "bernoulli":
+            # a text table's whole numbers may be counts, codes or measurements: not guessed
+            notices.append(
+                f"{name}: every value is a whole number, modelled as continuous; if they are "
+                f"levels, pass --value-range {float(seen.min()):g},{float(seen.max()):g} to "
+                "dequantize them (a density on whole numbers can score arbitrarily high)"
+            )
         standardize = cfg.standardize == "on" or (
             cfg.standardize == "auto"
             and kind == "table"
