@@ -207,8 +207,13 @@ def test_a_moved_data_file_is_found_with_data(tmp_path, monkeypatch, capsys):
     before = json.loads(capsys.readouterr().out)
     (tmp_path / "moved").mkdir()
     shutil.move(tmp_path / "x.csv", tmp_path / "moved" / "renamed.csv")
-    assert main(["evaluate", "run", "--k", "5"]) == 2
-    assert "x.csv" in capsys.readouterr().err  # the old path, named
+    for command in (["evaluate", "run", "--k", "5"], ["encode", "run", "--out", "e.csv"],
+                    ["score", "run", "--out", "s.csv"]):  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err  # the old path, named, and how to give the new one
+        assert "x.csv: the run's data is not there any more" in err and "--data PATH" in err
+    assert main(["encode", "run", "--out", "e.csv", "--data", "moved/renamed.csv"]) == 0
+    capsys.readouterr()
     assert main(["evaluate", "run", "--k", "5", "--json", "--data", "moved/renamed.csv"]) == 0
     after = json.loads(capsys.readouterr().out)
     assert after["log_likelihood"] == before["log_likelihood"]

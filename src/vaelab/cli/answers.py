@@ -67,11 +67,14 @@ def _common(p) -> None:
 def _open(args):
     from vaelab.data.writers import check_table_output
     from vaelab.errors import InvalidArgumentError
+    from vaelab.runs.load import require_recorded_data
     from vaelab.use import load_run
 
     check_table_output(args.out)  # before any work
     run = load_run(args.run)
     data = args.data or run.cfg.data.dataset
+    if args.data is None:
+        require_recorded_data(data)
     out = Path(args.out).expanduser()
     if out.exists() and Path(data).expanduser().exists() and out.samefile(data):
         raise InvalidArgumentError(

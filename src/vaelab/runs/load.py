@@ -57,12 +57,8 @@ def load_run(
     model.eval()
     prep = saved_preprocessing(run_dir)
     dataset = cfg.data.dataset
-    if (with_data or prep is None) and data is None and os.path.isabs(dataset):
-        if not os.path.exists(dataset):  # a user's file or folder, recorded absolute
-            raise DataError(
-                f"{dataset}: the run's data is not there any more; if it moved, give the "
-                "new place with --data PATH"
-            )
+    if (with_data or prep is None) and data is None:
+        require_recorded_data(dataset)
     if with_data or prep is None:
         pipeline = DataPipeline(
             cfg.data,
@@ -79,6 +75,16 @@ def load_run(
         )
     changed = _data_changed(run_dir, pipeline) if with_data else None
     return LoadedRun(run_dir, cfg, model, pipeline, dev, changed)
+
+
+def require_recorded_data(dataset: str) -> None:
+    """A run's own data file or folder (recorded absolute) is still there, or a one-line
+    error that says how to point the run at it."""
+    if os.path.isabs(dataset) and not os.path.exists(dataset):
+        raise DataError(
+            f"{dataset}: the run's data is not there any more; if it moved, give the new "
+            "place with --data PATH"
+        )
 
 
 def _data_changed(run_dir: Path, pipeline: DataPipeline) -> str | None:
