@@ -235,9 +235,17 @@ def main(argv: list[str] | None = None) -> dict:
         print_report=False,
     )
     summary["agreement"] = agreement(summary, summary["reference"])
-    _common.finish_with_peak(summary, peak, args.threads, flops)
+    gflops = _common.finish_with_peak(summary, peak, args.threads, flops)
+    alone = products_alone(args.k, args.threads)
+    summary["context"]["products_alone"] = alone
+    _common.add_metric(summary, "of_products_alone", lambda r: alone["s"] / r["s_per_image"])
     ref = summary["reference"]
     summary["notes"] = [
+        f"the decoder's products alone, as {args.k}-row products: {1e3 * alone['s']:.1f} ms "
+        f"per image, {alone['flops'] / alone['s'] / 1e9:.0f} GFLOP/s = "
+        f"{alone['flops'] / alone['s'] / 1e9 / gflops:.0%} of the peak: the most hw_fraction "
+        "can reach on this machine before bias adds, activations, sampling and Bernoulli sums"
+    ] + [
         f"{name}: mean log p(x) {a['mean_log_px']:.3f} vs {ref} {a['reference_mean_log_px']:.3f}:"
         f" Δ {a['diff_vs_reference']:+.3f} nats = {a['diff_in_se']:+.2f} SE"
         f" (max per image {a['max_image_diff_in_se']:.2f} SE)"
@@ -246,6 +254,16 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     _common.report(summary)
     return summary
+
+
+def products_alone(k: int, threads: int) -> dict:
+    """Seconds per image of the decoder's matrix products alone, each layer one ``k``-row
+    product at the rate measured for its shape (the encoder's one row per image is left out).
+    """
+    shapes = [(k, n_in, n_out) for n_in, n_out in _common.DECODER_LAYERS]
+    rates = _common.measure_matmul_peak(threads=threads, sizes=shapes)["by_size_gflops"]
+    seconds = sum(2 * m * i * o / (rates[f"{m}x{i}x{o}"] * 1e9) for m, i, o in shapes)
+    return {"s": seconds, "flops": sum(2 * m * i * o for m, i, o in shapes), "gflops": rates}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ Contenders, each `vaelab train`'s :class:`~vaelab.training.Trainer` with one set
 - ``fused``: ``train.fused=true`` (the default), the hand-written step of
   ``vaelab/training/steps/fused_hierarchical.py``;
 - ``autograd``: ``train.fused=false``;
-- ``compile``: ``train.fused=false, train.compile=true`` (torch.compile of the autograd step).
+- ``compile``: ``train.fused=false, train.compile=true`` (torch.compile of the autograd step);
+- with ``--bf16`` also ``fused-bf16`` and ``autograd-bf16`` (``train.precision=bf16``: the
+  hand-written step's products in bfloat16; autograd under CPU autocast). Whether bfloat16
+  pays depends on the CPU: with AMX tiles (Intel Sapphire Rapids and later) oneDNN's bfloat16
+  products run ~5x the float32 rate, without them they are no faster than float32.
 
 Each contender first trains one epoch from the same seed (its train and validation ELBO are
 reported: the three agree to float noise unless a step went non-finite and was skipped, which
@@ -22,7 +26,7 @@ passes, the non-finite check and fused Adam, as in the training loop — ``ms_pe
 Also given: the step's matrix-product FLOPs and the time they would take at the matmul peak
 measured here (the floor for any implementation in float32).
 
-Run: ``python benchmarks/w4_two_layer_step.py [--reps 5] [--steps 100] [--quick]``.
+Run: ``python benchmarks/w4_two_layer_step.py [--reps 5] [--steps 100] [--bf16] [--quick]``.
 Output: per recipe a table of medians, then one line ``RESULT {json}``.
 """
 
@@ -49,6 +53,10 @@ CONTENDERS = {
     "fused": {"train.fused": True},
     "autograd": {"train.fused": False},
     "compile": {"train.fused": False, "train.compile": True},
+}
+BF16 = {
+    "fused-bf16": {"train.fused": True, "train.precision": "bf16"},
+    "autograd-bf16": {"train.fused": False, "train.precision": "bf16"},
 }
 TARGETS = {"autograd": 2.5, "compile": 1.5}  # the speed-ups the project wants of `fused`
 
@@ -133,6 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES), help="(all)"
     )
     ap.add_argument("--no-compile", action="store_true", help="skip the compile contender")
+    ap.add_argument("--bf16", action="store_true", help="add fused-bf16 and autograd-bf16")
     ap.add_argument("--quick", action="store_true", help="5,000 images, 20 steps, 1 rep")
     args = ap.parse_args(argv)
     if args.quick:
@@ -144,7 +153,7 @@ def run_recipe(name: str, args, images, valid, peak: dict) -> dict:
     recipe = RECIPES[name]
     trainers, epochs = {}, {}
     with tempfile.TemporaryDirectory() as d:
-        for contender, setting in CONTENDERS.items():
+        for contender, setting in (CONTENDERS | (BF16 if args.bf16 else {})).items():
             if contender == "compile" and args.no_compile:
                 continue
             print(f"[{name}] one epoch: {contender}", file=sys.stderr, flush=True)
@@ -152,9 +161,11 @@ def run_recipe(name: str, args, images, valid, peak: dict) -> dict:
             trainer = make_trainer(recipe, setting, images, valid, args, run_dir)
             epochs[contender] = one_epoch(trainer, run_dir)
             trainers[contender] = trainer
+    for contender in ("fused", "fused-bf16"):
+        step = trainers[contender].step if contender in trainers else None
+        if step is not None and not isinstance(step, FusedHierarchicalStep):
+            raise RuntimeError(f"{name}: {contender} did not take the hand-written step")
     first = trainers["fused"]
-    if not isinstance(first.step, FusedHierarchicalStep):
-        raise RuntimeError(f"{name}: the fused contender did not take the hand-written step")
     batch = first.cfg.train.batch_size
     batches = [
         first.data.train_batch(images[i : i + batch], first.data_gen)
@@ -191,6 +202,12 @@ def run_recipe(name: str, args, images, valid, peak: dict) -> dict:
             speedup = med[other]["ms_per_step"] / med["fused"]["ms_per_step"]
             summary[f"fused_vs_{other}"] = speedup
             notes.append(f"fused is {speedup:.2f}x {other} (target {target}x)")
+    if "fused-bf16" in med:
+        for other in ("autograd", "autograd-bf16", "compile"):
+            if other in med:
+                speedup = med[other]["ms_per_step"] / med["fused-bf16"]["ms_per_step"]
+                summary[f"fused-bf16_vs_{other}"] = speedup
+                notes.append(f"fused-bf16 is {speedup:.2f}x {other}")
     floor = summary["context"]["matmul_floor_ms"]
     notes.append(
         f"matrix products: {flops / 1e9:.2f} GFLOP per step, {floor:.2f} ms at the measured "
