@@ -313,7 +313,14 @@ class _Layout:
     """How a text table is laid out: what pyarrow needs to read it, and how to name its rows."""
 
     def __init__(
-        self, path: Path, names: list[str], skip: int, delimiter: str, header: bool, hint=""
+        self,
+        path: Path,
+        names: list[str],
+        skip: int,
+        delimiter: str,
+        header: bool,
+        hint: str = "",
+        every_row: bool = False,
     ):
         self.path = path
         self.names = names  # every column, in file order
@@ -321,7 +328,7 @@ class _Layout:
         self.delimiter = delimiter
         self.header = header
         self.hint = hint  # how the first row was read, where that may be the trouble
-        self.every_row = False  # new rows for a trained run: its features are fixed
+        self.every_row = every_row  # new rows for a trained run: its features are fixed
 
     def row_ref(self, i: int) -> str:
         """The 0-based data row ``i`` as a person counts it."""
@@ -394,8 +401,7 @@ def _read_text(
             f"{path}: column{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
             f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
         )
-    layout = _Layout(path, names, skip, delimiter, has_header, hint)
-    layout.every_row = every_row
+    layout = _Layout(path, names, skip, delimiter, has_header, hint, every_row)
     label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index, hint)
     strings = [c for c in (label_column, index) if c is not None]
@@ -561,16 +567,20 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
     name, i, value = first
     hint = _separator_hint(str(value), layout.delimiter) if len(layout.names) == 1 else ""
     hint = hint or layout.hint
-    fix = (
-        f"the run was trained on {'these columns' if len(bad) > 1 else 'this column'} as "
-        "numbers: these rows need numbers there"
-        if layout.every_row
-        else "choose numeric features with --columns (columns=[...]) or make it the --label-column"
-    )
     raise DataError(
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
-        f"{value!r} in {name!r}, {layout.row_ref(i)}); {fix}{hint}"
+        f"{value!r} in {name!r}, {layout.row_ref(i)}); {_non_numeric_fix(bad, layout.every_row)}"
+        f"{hint}"
     )
+
+
+def _non_numeric_fix(bad: list[str], every_row: bool) -> str:
+    """What to do about non-numeric feature columns: choose others, or (new rows for a
+    trained run, whose features are fixed) give numbers."""
+    if every_row:
+        which = "these columns" if len(bad) > 1 else "this column"
+        return f"the run was trained on {which} as numbers: these rows need numbers there"
+    return "choose numeric features with --columns (columns=[...]) or make it the --label-column"
 
 
 def _as_float(arr: pa.Array) -> np.ndarray:
@@ -614,16 +624,9 @@ def _read_parquet(
     bad = [c for c in features if not _is_numeric(schema.field(c).type)]
     if bad:
         first = schema.field(bad[0]).type
-        fix = (
-            f"the run was trained on {'these columns' if len(bad) > 1 else 'this column'} as "
-            "numbers: these rows need numbers there"
-            if every_row
-            else "choose numeric features with --columns (columns=[...]) or make it the "
-            "--label-column"
-        )
         raise DataError(
             f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first "
-            f"holds {first}); {fix}"
+            f"holds {first}); {_non_numeric_fix(bad, every_row)}"
         )
     n = pf.metadata.num_rows
     if n == 0:
