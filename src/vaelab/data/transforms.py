@@ -62,14 +62,17 @@ def _bernoulli(
     generator: torch.Generator | None,
     device: torch.device | None = None,
     top: float | None = None,
+    u: torch.Tensor | None = None,
 ) -> torch.Tensor:
     # A pixel is 1 iff u < p with u ~ U[0, 1): P(1) = p exactly, p = 0 never fires, p = 1 always.
     # For integer levels x in 0..top (uint8: top = 255), p = x/top and u < x/top is tested as
     # top·u < x, without a float copy of x. The uniforms are drawn on ``device`` (default:
     # x's) and moved to x's device. The comparison writes its 0.0/1.0 into u's own memory:
-    # no boolean tensor and no conversion of it, on every training batch.
-    u = torch.rand(x.shape, generator=generator, device=device or x.device, dtype=torch.float32)
-    u = u.to(x.device)
+    # no boolean tensor and no conversion of it, on every training batch. ``u``: the uniforms
+    # given (float32, x's shape and device; overwritten).
+    if u is None:
+        u = torch.rand(x.shape, generator=generator, device=device or x.device, dtype=torch.float32)
+        u = u.to(x.device)
     if top is not None or x.dtype == torch.uint8:
         return torch.lt(u.mul_(255.0 if top is None else float(top)), x, out=u)
     return torch.lt(u, to_unit(x), out=u)
@@ -99,10 +102,7 @@ def binarize_fixed(x: torch.Tensor, seed: int, top: float | None = None) -> torc
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
     x = _check_tensor(x, "images")
-    u = keyed_uniforms(x, seed).to(x.device)
-    if top is not None or x.dtype == torch.uint8:  # as _bernoulli: top·u < x, levels 0..top
-        return torch.lt(u.mul_(255.0 if top is None else float(top)), x, out=u)
-    return torch.lt(u, to_unit(x), out=u)
+    return _bernoulli(x, None, top=top, u=keyed_uniforms(x, seed).to(x.device))
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # splitmix64's increment (Steele et al., 2014)
