@@ -257,12 +257,20 @@ def test_resume_reads_the_file_it_was_trained_on_with_its_saved_preprocessing(
     assert "x.csv is not the file this run was trained on" in err and err.count("\n") == 1
     assert config.read_bytes() == before  # nothing written
     (tmp_path / "x.csv").write_bytes(original)
+    # moved: named with the flag that gives its new place, and resumable from there
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "x.csv", tmp_path / "moved" / "y.csv")
+    assert main(["train", "--resume", "--out", "run", "--epochs", "2"]) == 2
+    assert "x.csv: the run's data is not there any more" in capsys.readouterr().err
+    shutil.move(tmp_path / "moved" / "y.csv", tmp_path / "x.csv")
     saved = json.loads(before)["data"]["preprocessing"]
     fitted = []
     monkeypatch.setattr(
         "vaelab.data.pipeline.Preprocessing.fit", lambda *a, **k: fitted.append(a) or None
     )
-    assert main(["train", "--resume", "--out", "run", "--epochs", "2"]) == 0
+    shutil.copy(tmp_path / "x.csv", tmp_path / "moved" / "y.csv")
+    args = ["train", "--resume", "--out", "run", "--epochs", "2", "--dataset", "moved/y.csv"]
+    assert main(args) == 0  # the same bytes elsewhere
     assert fitted == []  # the saved preprocessing, not a refit
     assert json.loads(config.read_text())["data"]["preprocessing"] == saved
 
@@ -288,6 +296,9 @@ def test_header_yes_reads_names_that_are_numbers_and_the_run_keeps_the_choice(
     assert config["run"]["data"]["header"] == "yes"
     assert main(["score", "run", "--data", "years.csv", "--out", "s.csv", "--k", "3"]) == 0
     assert _read_table(tmp_path / "s.csv").num_rows == len(x)
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1]}), tmp_path / "p.parquet")
+    assert main(["train", "--dataset", "p.parquet", "--out", "p", "--header", "yes", *TINY]) == 2
+    assert "a Parquet file's column names are in its schema" in capsys.readouterr().err
     np.save(tmp_path / "x.npy", x.astype(np.float32))
     assert main(["train", "--dataset", "x.npy", "--out", "n", "--header", "no", *TINY]) == 2
     assert "--header apply to tables" in capsys.readouterr().err

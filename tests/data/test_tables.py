@@ -128,6 +128,14 @@ def test_a_first_row_of_numbers_and_text_read_as_a_header_says_how_to_read_it_as
     data = read_table(path, label_column="col2", header=False)
     assert data.values.shape == (3, 2) and data.labels.tolist() == ["setosa"] * 2 + ["versicolor"]
     assert data.notices == []
+    # --header no on a file whose first row is names: the error says what was asked
+    named_iris = _text(tmp_path, "named.csv", "a,b,kind\n" + rows)
+    msg = _error(named_iris, label_column="col2", header=False)
+    assert "--header no read the first row, 'a', 'b', 'kind', as data" in msg
+    assert "--header auto or yes" in msg
+    # new rows for a run whose file had no header: its columns are col0, ...; say so
+    msg = _error(named_iris, columns=["col0", "col1"], every_row=True)
+    assert "read from a file without a header row" in msg and "give rows without" in msg
     # an ordinary header (no field a number) is taken without a word
     named = read_table(_text(tmp_path, "n.csv", "a,b,kind\n" + rows), label_column="kind")
     assert named.notices == [] and named.values.shape == (3, 2)

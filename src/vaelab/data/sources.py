@@ -174,8 +174,13 @@ def read_data(path: Path, cfg: DataConfig, every_row: bool = False) -> RawData:
     table = cfg.columns is not None or cfg.label_column is not None or cfg.drop_missing
     header = {"auto": None, "yes": True, "no": False}[cfg.header]
     if suffix in TABLE_SUFFIXES:
-        if header is not None and suffix == ".parquet":
-            header = None  # its names are in its schema (a run's choice for its text tables)
+        if header is not None and suffix in (".parquet", ".pq"):
+            if not every_row:
+                raise DataError(
+                    f"{path}: --header applies to text tables; a Parquet file's column names "
+                    "are in its schema"
+                )
+            header = None  # new rows for a run that read a text table: its choice is for those
         return read_table(
             path,
             cfg.columns,

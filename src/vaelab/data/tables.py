@@ -239,6 +239,11 @@ def _select(
     if wanted is not None:
         missing = [c for c in wanted if c not in names]
         if missing:
+            if not hint and all(c == f"col{i}" for i, c in enumerate(wanted)):
+                hint = (
+                    " (the columns were read from a file without a header row, so they are "
+                    "named col0, col1, ...: give rows without a header row)"
+                )
             raise DataError(
                 f"{path}: no column {_names(missing)}; the columns are {_names(names)}{hint}"
             )
@@ -389,6 +394,13 @@ def _read_text(
         names = [f"col{i}" for i in range(len(fields))]
         skip = 0
         hint = " (the file has no header row, so its columns are named col0, col1, ...)"
+        if header is False and _looks_like_header(fields):
+            shown = ", ".join(repr(f.strip()) for f in fields[:3])
+            hint = (
+                f" (--header no read the first row, {shown}"
+                f"{', ...' if len(fields) > 3 else ''}, as data, but it looks like column "
+                "names: read it as the header with --header auto or yes)"
+            )
     repeated = [n for n, k in Counter(names).items() if k > 1 and n]
     if repeated:
         raise DataError(f"{path}: duplicated column names in the header: {_names(repeated)}")

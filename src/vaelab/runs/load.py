@@ -77,13 +77,13 @@ def load_run(
     return LoadedRun(run_dir, cfg, model, pipeline, dev, changed)
 
 
-def require_recorded_data(dataset: str) -> None:
+def require_recorded_data(dataset: str, flag: str = "--data") -> None:
     """A run's own data file or folder (recorded absolute) is still there, or a one-line
-    error that says how to point the run at it."""
+    error that says how to point the run at it (with ``flag``)."""
     if os.path.isabs(dataset) and not os.path.exists(dataset):
         raise DataError(
             f"{dataset}: the run's data is not there any more; if it moved, give the new "
-            "place with --data PATH"
+            f"place with {flag} PATH"
         )
 
 

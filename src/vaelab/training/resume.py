@@ -4,16 +4,18 @@ that do not alter the parameters' trajectory."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import torch
 
 from vaelab.config import DataConfig, RunConfig, to_dict
 from vaelab.data.pipeline import DataPipeline
-from vaelab.data.sources import IN_MEMORY, FileSource, absolute_dataset
+from vaelab.data.sources import IN_MEMORY, absolute_dataset, file_sha256, is_data_path
 from vaelab.errors import ConfigError, DataError
 from vaelab.runs.config_file import read_run_config, recorded_sha256, saved_preprocessing
 from vaelab.runs.layout import CHECKPOINT_FILE, check_new_run_dir, check_resumed_run_dir
+from vaelab.runs.load import require_recorded_data
 
 # More or fewer epochs only extends or ends a run (refused for schedules laid out over the
 # run's length); the rest changes where or how fast it runs, or what is done after it.
@@ -67,10 +69,14 @@ def check_resumable(saved: RunConfig, given: RunConfig, run_dir: Path) -> None:
             f"{old['train']['epochs']} epochs, so a resumed run cannot change them "
             "(start a new run, or use the constant or step schedule)"
         )
+    # the run's own file, moved: allowed, as open_data checks that it holds the same bytes
+    moved = os.path.isabs(saved.data.dataset) and is_data_path(given.data.dataset)
     changed = [
         key
         for key in _flat_keys(old) | _flat_keys(new)
-        if _lookup(old, key) != _lookup(new, key) and key not in RESUMABLE_CHANGES
+        if _lookup(old, key) != _lookup(new, key)
+        and key not in RESUMABLE_CHANGES
+        and not (key == "data.dataset" and moved)
     ]
     if changed:
         raise ConfigError(
@@ -107,17 +113,22 @@ def open_data(
     saved: RunConfig | None,
 ) -> DataPipeline:
     """The run's data. A resumed run (``saved``) keeps the preprocessing it recorded and reads
-    the file it was trained on: the same sha256 (another file has other splits)."""
-    prep = saved_preprocessing(run_dir) if saved is not None else None
-    data = DataPipeline(cfg, likelihood, device, tensors=tensors, preprocessing=prep)
-    recorded = recorded_sha256(run_dir) if saved is not None else None
-    if recorded and isinstance(data.source, FileSource) and data.source.sha256 != recorded:
-        raise DataError(
-            f"{data.source.path} is not the file this run was trained on (its sha256 "
-            "differs): a resumed run must read the same rows; put the original back, or "
-            "train a new run"
-        )
-    return data
+    the file it was trained on, wherever it is now: the same sha256 (another file has other
+    splits), checked before it is read."""
+    prep = None
+    if saved is not None:
+        prep = saved_preprocessing(run_dir)
+        require_recorded_data(cfg.dataset, "--dataset")
+        recorded = recorded_sha256(run_dir)
+        if recorded and is_data_path(cfg.dataset):
+            path = Path(cfg.dataset)
+            if file_sha256(path) != recorded:
+                raise DataError(
+                    f"{path} is not the file this run was trained on (its sha256 differs): a "
+                    "resumed run must read the same rows; put the original back, or train a "
+                    "new run"
+                )
+    return DataPipeline(cfg, likelihood, device, tensors=tensors, preprocessing=prep)
 
 
 def check_epochs_left(finished: int, cfg: RunConfig) -> None:
