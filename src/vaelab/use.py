@@ -63,6 +63,7 @@ class Scores:
 
     log_px: torch.Tensor
     log_px_stderr: torch.Tensor
+    log_px_ess: torch.Tensor  # effective samples of the k (1..k): few, and the ± is too small
     elbo: torch.Tensor
     reconstruction: torch.Tensor
     kl: torch.Tensor
@@ -214,6 +215,7 @@ class Run:
         return Scores(
             log_px=out["log_px"].cpu() - jacobian,
             log_px_stderr=out["stderr"].cpu(),
+            log_px_ess=out["ess"].cpu(),
             elbo=out["elbo"].cpu() - jacobian,
             reconstruction=out["rec"].cpu() - jacobian,
             kl=out["kl"].cpu(),

@@ -63,6 +63,27 @@ def test_k5000_is_within_001_nats_of_exact_and_chunking_is_transparent():
     assert (a - c).abs().max() > 1e-6  # and other draws give another value
 
 
+def test_effective_sample_size_is_kish_of_the_same_weights_and_flags_a_dominated_estimate():
+    """ess = (Σw)²/Σw² of the very weights the estimate used (carried across chunks), in
+    [1, k]; a q far from the posterior leaves a handful of weights to carry the estimate."""
+    from vaelab.objectives.elbo import log_weights
+
+    torch.manual_seed(3)
+    m = random_linear_gaussian()
+    x = torch.randn(16, 6, dtype=torch.float64)
+    q = fit_posterior(m, x).q
+    torch.manual_seed(7)
+    est = log_likelihood(m, x, k=320, q=q, chunk_size=64)
+    torch.manual_seed(7)
+    lw = log_weights(m, x, 320, q)  # (k, B), the same draws in one go
+    kish = torch.exp(2 * torch.logsumexp(lw, 0) - torch.logsumexp(2 * lw, 0))
+    torch.testing.assert_close(est.ess, kish, rtol=1e-10, atol=0)
+    assert ((est.ess >= 1) & (est.ess <= 320)).all() and est.ess.median() > 100  # a good q
+    far = random_diag_q(16, 3)  # not fitted: the posterior sits in q's tail
+    bad = log_likelihood(m, x * 3, k=320, q=far)
+    assert bad.ess.median() < 0.1 * est.ess.median()
+
+
 def test_vae_estimate_is_the_straightforward_one_in_float32():
     """The Bernoulli VAE's fast terms (Wᵀx, softplus summed as log-products) change float32
     rounding only: the estimate is the textbook one to 1e-6 of its value."""

@@ -144,7 +144,8 @@ def test_new_rows_need_no_label_and_the_data_read_is_never_the_output(table_run,
         out = folder / "new_scores.csv"
         assert main(["score", str(run), "--data", data, "--k", "10", "--out", str(out)]) == 0
         header = out.read_text().splitlines()[0].replace('"', "").split(",")
-        assert header == [*keys, "log_px", "log_px_stderr", "elbo", "reconstruction", "kl"]
+        assert header == [*keys, "log_px", "log_px_stderr", "log_px_ess", "elbo",
+                          "reconstruction", "kl"]  # fmt: skip
     # the same rows give the same scores with or without their labels
     a = vaelab.load_run(run).score(unlabelled, k=10)
     b = vaelab.load_run(run).score(labelled, k=10)

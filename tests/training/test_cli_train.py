@@ -60,6 +60,7 @@ def test_train_leaves_a_complete_run_that_other_commands_use(tmp_path, capsys):
     ):
         assert key in report, key
     assert report["k"] == 30 and report["n"] == 50 and report["split"] == "test"
+    assert 1 <= report["ess_median"] <= 30 and 0 <= report["low_ess_examples"] <= 50
     assert main(["evaluate", str(run), "--k", "2", "--n", "10000000", "--json"]) == 0
     captured = capsys.readouterr()
     n = json.loads(captured.out)["n"]

@@ -117,6 +117,7 @@ def encode(args) -> int:
 def score(args) -> int:
     from vaelab.data.writers import write_table
     from vaelab.errors import InvalidArgumentError
+    from vaelab.evaluation.metrics import LOW_ESS
 
     if args.top < 0:  # before any work
         raise InvalidArgumentError(f"--top must be >= 0 (0: print none), got {args.top}")
@@ -124,11 +125,19 @@ def score(args) -> int:
     s = run.score(data, k=args.k, batch_size=args.batch_size, progress=sys.stderr.isatty())
     _print_notices(s.notices)
     columns = {}
-    for name in ("log_px", "log_px_stderr", "elbo", "reconstruction", "kl"):
+    for name in ("log_px", "log_px_stderr", "log_px_ess", "elbo", "reconstruction", "kl"):
         columns[name] = getattr(s, name).double().numpy()  # sums of many terms: float64
     path = write_table(args.out, columns, _keys(s.ids, s.labels))
     n = s.log_px.shape[0]
     print(f"wrote {path}: {n} rows, log p(x) with K={s.k} in the data's units")
+    low = int((s.log_px_ess < LOW_ESS).sum())
+    if low and s.k >= 2 * LOW_ESS:
+        print(
+            f"note: {low} of {n} rows rest on fewer than {LOW_ESS} effective samples of the "
+            f"{s.k} (column log_px_ess): a few weights dominate, so their log p(x) is likely "
+            "low and its ± too small; a larger --k narrows that",
+            file=sys.stderr,
+        )
     if args.top > 0:
         order = np.argsort(columns["log_px"], kind="stable")[: args.top]
         # counted from 1, as a person counts data rows (and as vaelab's errors do)

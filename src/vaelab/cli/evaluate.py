@@ -154,6 +154,14 @@ def print_report(r: dict) -> None:
         )
     if r.get("bits_per_dim") is not None:
         print(f"  bits/dim                 {_f(r['bits_per_dim'], 4)}")
+    if r.get("ess_median") is not None and r["k"] > 1:
+        from vaelab.evaluation.metrics import LOW_ESS
+
+        low = r.get("low_ess_examples")
+        print(
+            f"  effective samples        median {r['ess_median']:.1f} of K={r['k']} per example"
+            + (f"; {low} examples under {LOW_ESS} (their ± is too small)" if low else "")
+        )
     if "elbo" in r:
         print(f"  ELBO                     {pm('elbo')}")
         print(f"    reconstruction         {pm('reconstruction')}")

@@ -34,6 +34,9 @@ class LogLikelihoodOutput:
     stderr: torch.Tensor
     k: int
     mean_log_weight: torch.Tensor
+    # Kish's effective sample size (Σw)²/Σw² of the k weights, 1..k: near 1 one sample
+    # dominates, and both the estimate (too low) and its standard error (too small) mislead
+    ess: torch.Tensor
 
 
 def values_per_sample(model, x: torch.Tensor) -> int:
@@ -102,4 +105,7 @@ def log_likelihood(
         stderr = (rel_var / (k - 1)).sqrt()
     else:
         stderr = torch.full_like(log_px, float("nan"))
-    return LogLikelihoodOutput(log_px=log_px, stderr=stderr, k=k, mean_log_weight=total / k)
+    ess = torch.exp(2 * lse - lse_sq)
+    return LogLikelihoodOutput(
+        log_px=log_px, stderr=stderr, k=k, mean_log_weight=total / k, ess=ess
+    )

@@ -72,6 +72,11 @@ class _Moments:
         return ((self.sq - self.sum.square() / self.n) / (self.n - 1)).clamp_min(0)
 
 
+PER_EXAMPLE = ("log_px", "stderr", "ess", "elbo", "rec", "kl")
+# An estimate from fewer effective samples than this is dominated by a handful of weights
+LOW_ESS = 10
+
+
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     """The mean over examples and its standard error (NaN for one example; JSON writes null)."""
     v = values.double()
@@ -100,6 +105,7 @@ def _rows(shard: Shard, model, batch, k: int, chunk: int, elbo_samples: int) -> 
         "mean": q.mean,
         "log_px": ll.log_px,
         "stderr": ll.stderr,
+        "ess": ll.ess,
         "elbo": ll.mean_log_weight,
         "kl": out.kl,
     }
@@ -198,9 +204,7 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     dims = math.prod(x_all.shape[1:])
-    parts: dict[str, list[torch.Tensor]] = {
-        key: [] for key in ("log_px", "stderr", "elbo", "rec", "kl")
-    }
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in PER_EXAMPLE}
     means, kl_dims = _Moments(), _Moments()  # of q's mean, and of the KL, per latent dimension
     bar = None
     if progress and world.writer:
@@ -225,6 +229,7 @@ def evaluate_model(
             means.add(est["mean"][mine])
             parts["log_px"].append(est["log_px"][mine].double())
             parts["stderr"].append(est["stderr"][mine].double())
+            parts["ess"].append(est["ess"][mine].double())
             # the ELBO from the k draws of log p(x), not from a draw of its own: a one-sample
             # ELBO is above the row's log p(x) for a third of the rows of a table
             elbo_k = est["elbo"][mine]
@@ -252,6 +257,10 @@ def evaluate_model(
         "log_likelihood_mc_stderr": (cat["stderr"].pow(2).sum().sqrt() / n).item()
         if k > 1
         else None,
+        # Kish's effective sample size of each example's k weights: its median, and how many
+        # examples' estimates rest on fewer than LOW_ESS samples (their ± is not to be trusted)
+        "ess_median": cat["ess"].median().item(),
+        "low_ess_examples": int((cat["ess"] < LOW_ESS).sum()) if k >= 2 * LOW_ESS else None,
         "nll": -log_px,
         "bits_per_dim": bits_per_dim(-log_px, dims, dequantized=dequantized, levels=levels),
         "dims": dims,
@@ -259,7 +268,7 @@ def evaluate_model(
         "seconds_per_image": seconds / n,
     }
     if per_example:
-        result["per_example"] = {key: cat[key] for key in ("log_px", "stderr", "elbo", "rec", "kl")}
+        result["per_example"] = {key: cat[key] for key in PER_EXAMPLE}
     elbo_mean, elbo_se = mean_and_stderr(cat["elbo"])
     rec, rec_se = mean_and_stderr(cat["rec"])
     kl, kl_se = mean_and_stderr(cat["kl"])
