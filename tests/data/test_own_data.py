@@ -272,6 +272,9 @@ def test_resume_reads_the_file_it_was_trained_on_with_its_saved_preprocessing(
     args = ["train", "--resume", "--out", "run", "--epochs", "2", "--dataset", "moved/y.csv"]
     assert main(args) == 0  # the same bytes elsewhere
     assert fitted == []  # the saved preprocessing, not a refit
+    capsys.readouterr()
+    assert main([*args[:4], "--epochs", "1", *args[6:]]) == 2  # fewer than it has done
+    assert "1 is fewer than the 2 epochs this run has finished" in capsys.readouterr().err
     assert json.loads(config.read_text())["data"]["preprocessing"] == saved
 
 

@@ -135,8 +135,8 @@ def check_epochs_left(finished: int, cfg: RunConfig) -> None:
     """A resumed run cannot be given fewer epochs than it has ``finished``."""
     if finished > cfg.train.epochs:
         raise ConfigError(
-            f"train.epochs: this run has finished {finished} epochs; {cfg.train.epochs} cannot "
-            "end it before them"
+            f"train.epochs: {cfg.train.epochs} is fewer than the {finished} epochs this run has "
+            f"finished; give more than {finished} to train on, or leave --epochs out"
         )
 
 
