@@ -158,9 +158,10 @@ def print_report(r: dict) -> None:
         from vaelab.evaluation.metrics import LOW_ESS
 
         low = r.get("low_ess_examples")
+        few = f" ({low} of {r['n']} under {LOW_ESS}: a larger K estimates them better)"
         print(
             f"  effective samples        median {r['ess_median']:.1f} of K={r['k']} per example"
-            + (f"; {low} examples under {LOW_ESS} (their ± is too small)" if low else "")
+            + (few if low else "")
         )
     if "elbo" in r:
         print(f"  ELBO                     {pm('elbo')}")
