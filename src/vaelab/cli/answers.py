@@ -117,7 +117,7 @@ def encode(args) -> int:
 def score(args) -> int:
     from vaelab.data.writers import write_table
     from vaelab.errors import InvalidArgumentError
-    from vaelab.evaluation.metrics import LOW_ESS
+    from vaelab.evaluation.metrics import LOW_ESS, low_ess_count
 
     if args.top < 0:  # before any work
         raise InvalidArgumentError(f"--top must be >= 0 (0: print none), got {args.top}")
@@ -130,8 +130,8 @@ def score(args) -> int:
     path = write_table(args.out, columns, _keys(s.ids, s.labels))
     n = s.log_px.shape[0]
     print(f"wrote {path}: {n} rows, log p(x) with K={s.k} in the data's units")
-    low = int((s.log_px_ess < LOW_ESS).sum())
-    if low and s.k >= 2 * LOW_ESS:
+    low = low_ess_count(s.log_px_ess, s.k)
+    if low:
         print(
             f"note: {low} of {n} rows rest on fewer than {LOW_ESS} effective samples of the "
             f"{s.k} (column log_px_ess): a few weights dominate, so their log p(x) is likely "

@@ -77,6 +77,12 @@ PER_EXAMPLE = ("log_px", "stderr", "ess", "elbo", "rec", "kl")
 LOW_ESS = 10
 
 
+def low_ess_count(ess: torch.Tensor, k: int) -> int | None:
+    """How many estimates rest on fewer than :data:`LOW_ESS` effective samples (None when
+    ``k`` is too small for the count to say anything: every estimate would be under it)."""
+    return int((ess < LOW_ESS).sum()) if k >= 2 * LOW_ESS else None
+
+
 def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
     """The mean over examples and its standard error (NaN for one example; JSON writes null)."""
     v = values.double()
@@ -227,9 +233,8 @@ def evaluate_model(
             if "kl_dims" in est:
                 kl_dims.add(est["kl_dims"][mine])
             means.add(est["mean"][mine])
-            parts["log_px"].append(est["log_px"][mine].double())
-            parts["stderr"].append(est["stderr"][mine].double())
-            parts["ess"].append(est["ess"][mine].double())
+            for key in ("log_px", "stderr", "ess"):
+                parts[key].append(est[key][mine].double())
             # the ELBO from the k draws of log p(x), not from a draw of its own: a one-sample
             # ELBO is above the row's log p(x) for a third of the rows of a table
             elbo_k = est["elbo"][mine]
@@ -260,7 +265,7 @@ def evaluate_model(
         # Kish's effective sample size of each example's k weights: its median, and how many
         # examples' estimates rest on fewer than LOW_ESS samples (their ± is not to be trusted)
         "ess_median": cat["ess"].median().item(),
-        "low_ess_examples": int((cat["ess"] < LOW_ESS).sum()) if k >= 2 * LOW_ESS else None,
+        "low_ess_examples": low_ess_count(cat["ess"], k),
         "nll": -log_px,
         "bits_per_dim": bits_per_dim(-log_px, dims, dequantized=dequantized, levels=levels),
         "dims": dims,
