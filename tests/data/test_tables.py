@@ -141,6 +141,37 @@ def test_a_first_row_of_numbers_and_text_read_as_a_header_says_how_to_read_it_as
     assert named.notices == [] and named.values.shape == (3, 2)
 
 
+def test_true_false_columns_read_as_one_and_zero(tmp_path):
+    # What pandas writes for a bool column (True/False), with the other spellings pyarrow
+    # parses, 0/1 among them, and a missing cell; numbers in the other columns untouched.
+    rows = "a,flag,ok,b\n1.5,True,true,2\n-3,False,FALSE,4\n5,1,,6\n7,0,TRUE,8\n"
+    path = _text(tmp_path, "t.csv", rows)
+    r = read_table(path, drop_missing=True)
+    assert r.columns == ["a", "flag", "ok", "b"]
+    np.testing.assert_array_equal(r.values, [[1.5, 1, 1, 2], [-3, 0, 0, 4], [7, 0, 1, 8]])
+    assert r.notices == [
+        "read 'flag', 'ok' (true/false words) as 1/0",
+        "dropped 1 of 4 rows with missing values",
+    ]
+    # the same file as new rows for a run trained on it reads the same way
+    again = read_table(path, columns=r.columns, drop_missing=True, every_row=True)
+    np.testing.assert_array_equal(again.values, r.values)
+    # without the words the columns are plain numbers and nothing is said
+    plain = read_table(_text(tmp_path, "p.csv", "a,flag\n1,1\n2,0\n"))
+    assert plain.notices == [] and plain.values.tolist() == [[1, 1], [2, 0]]
+
+
+def test_true_false_with_other_text_is_refused_at_the_other_text(tmp_path):
+    path = _text(tmp_path, "t.csv", "a,flag,ok\n1,True,True\n2,maybe,False\n")
+    msg = _error(path)
+    # 'ok' is read as booleans; 'flag' is named at its first cell that is not a word
+    assert "non-numeric column 'flag' (the first: 'maybe' in 'flag', data row 2 " in msg
+    assert "'ok'" not in msg
+    # pyarrow's boolean parser takes the words exactly: with spaces around them they are text
+    msg = _error(_text(tmp_path, "s.csv", "a,flag\n1, True\n2,False\n"))
+    assert "non-numeric column 'flag' (the first: ' True' in 'flag'" in msg
+
+
 def test_pandas_index_column_dropped_with_notice(tmp_path):
     # What pandas.DataFrame({"x": ..., "y": ...}).to_csv() writes.
     path = _text(tmp_path, "t.csv", ",x,y\n0,1.5,2\n1,3,4\n2,5,6\n")

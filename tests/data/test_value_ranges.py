@@ -110,3 +110,12 @@ def test_a_table_of_whole_numbers_is_continuous_unless_given_a_range_and_says_so
     floats: list[str] = []
     Preprocessing.fit(DataConfig(dataset="t"), "table", "gaussian", counts + 0.5, None, floats)
     assert floats == []
+    # only 0 and 1 (yes/no answers, true/false columns): the Bernoulli likelihood is the fix
+    answers: list[str] = []
+    yes_no = (counts > 8).to(torch.float32)
+    Preprocessing.fit(DataConfig(dataset="t"), "table", "gaussian", yes_no, None, answers)
+    assert len(answers) == 1 and "yes/no answers, pass --likelihood bernoulli" in answers[0]
+    assert "--value-range" not in answers[0]
+    bernoulli: list[str] = []
+    Preprocessing.fit(DataConfig(dataset="t"), "table", "bernoulli", yes_no, None, bernoulli)
+    assert bernoulli == []

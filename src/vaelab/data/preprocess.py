@@ -95,10 +95,15 @@ class Preprocessing:
             notices.append(f"{name}: integer data, levels {value_range[0]:g}..{value_range[1]:g}")
         elif kind == "table" and integral and seen.numel() and likelihood != "bernoulli":
             # a text table's whole numbers may be counts, codes or measurements: not guessed
+            lo, hi = float(seen.min()), float(seen.max())
+            advice = (
+                "if they are yes/no answers, pass --likelihood bernoulli"
+                if (lo, hi) == (0.0, 1.0)
+                else f"if they are levels, pass --value-range {lo:g},{hi:g} to dequantize them"
+            )
             notices.append(
-                f"{name}: every value is a whole number, modelled as continuous; if they are "
-                f"levels, pass --value-range {float(seen.min()):g},{float(seen.max()):g} to "
-                "dequantize them (a density on whole numbers can score arbitrarily high)"
+                f"{name}: every value is a whole number, modelled as continuous; {advice} (a "
+                "density on whole numbers can score arbitrarily high)"
             )
         standardize = cfg.standardize == "on" or (
             cfg.standardize == "auto"

@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
@@ -417,7 +417,9 @@ def _read_text(
     label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index, hint)
     strings = [c for c in (label_column, index) if c is not None]
-    values, extra, finite = _stream_csv(layout, features, strings, _estimate_rows(path, text))
+    values, extra, finite, flags = _stream_csv(
+        layout, features, strings, _estimate_rows(path, text)
+    )
     if values.shape[0] == 0:
         raise DataError(f"{path}: a header but no data rows")
     label = extra[label_column] if label_column is not None else None
@@ -434,6 +436,8 @@ def _read_text(
         )
     elif header is None and hint:
         parts.notices.append(hint.strip(" ()"))
+    if flags:
+        parts.notices.append(f"read {_names(flags)} (true/false words) as 1/0")
     return parts
 
 
@@ -448,9 +452,37 @@ def _estimate_rows(path: Path, text: str) -> int:
 
 def _stream_csv(
     layout: _Layout, features: list[str], strings: list[str], n_estimate: int
-) -> tuple[np.ndarray, dict[str, pa.ChunkedArray], bool]:
+) -> tuple[np.ndarray, dict[str, pa.ChunkedArray], bool, list[str]]:
     """The feature columns as one ``(N, D)`` float32 array (missing cells NaN), the ``strings``
-    columns as text, and whether every feature value is finite.
+    columns as text, whether every feature value is finite, and the features that held
+    true/false words (pandas writes booleans as ``True``/``False``), read as 1/0.
+
+    Features are read as numbers first; a column refused for holding only such words is read
+    again as booleans (a second pass over the file, only for tables that have them).
+    """
+    flags: list[str] = []
+    while True:
+        types = {c: pa.bool_() if c in flags else pa.float32() for c in features}
+        types |= {c: pa.string() for c in strings}
+        ragged = _RaggedRow()
+        try:
+            return (*_read_blocks(layout, types, features, strings, n_estimate, ragged), flags)
+        except (OSError, pa.ArrowException) as e:
+            more = _boolean_columns_or_raise(layout, e, ragged, types)
+            if set(more) <= set(flags):  # cannot happen: the same columns refused twice
+                raise DataError(f"{layout.path}: cannot read {_names(more)}") from None
+            flags += more
+
+
+def _read_blocks(
+    layout: _Layout,
+    types: dict[str, pa.DataType],
+    features: list[str],
+    strings: list[str],
+    n_estimate: int,
+    ragged: _RaggedRow,
+) -> tuple[np.ndarray, dict[str, pa.ChunkedArray], bool]:
+    """One streaming read (see :func:`_stream_csv`).
 
     pyarrow hands over a block of rows at a time; each is copied into the output and dropped,
     so only the output and a few blocks are ever held. The output starts at an estimate of N
@@ -461,10 +493,9 @@ def _stream_csv(
     pieces: dict[str, list[pa.Array]] = {c: [] for c in strings}
     finite = True
     start = 0
-    ragged = _RaggedRow()
-    types = {c: pa.float32() for c in features} | {c: pa.string() for c in strings}
-    try:
-        reader = pa_csv.open_csv(layout.path, **layout.options(types, ragged))
+    # closed on the way out: a reader left to the garbage collector after an error in its
+    # read-ahead thread aborts the interpreter at exit
+    with pa_csv.open_csv(layout.path, **layout.options(types, ragged)) as reader:
         for batch in reader:
             stop = start + batch.num_rows
             if stop > out.shape[0]:
@@ -477,8 +508,6 @@ def _stream_csv(
                 pieces[c].append(batch.column(c))
             start = stop
             del block
-    except (OSError, pa.ArrowException) as e:
-        _raise_csv_error(layout, e, ragged, types)
     out.resize((start, d), refcheck=False)
     extra = {c: pa.chunked_array(pieces[c], type=pa.string()) for c in strings}
     return out, extra, finite
@@ -496,8 +525,11 @@ class _RaggedRow:
         return "error"
 
 
-def _raise_csv_error(layout: _Layout, e: Exception, ragged: _RaggedRow, types: dict) -> NoReturn:
-    """One line for what pyarrow refused: a ragged row, non-UTF-8 text, non-numeric cells."""
+def _boolean_columns_or_raise(
+    layout: _Layout, e: Exception, ragged: _RaggedRow, types: dict
+) -> list[str]:
+    """One line for what pyarrow refused: a ragged row, non-UTF-8 text, non-numeric cells;
+    or, where the only trouble is feature columns of true/false words, their names."""
     path = layout.path
     if ragged.row is not None:
         row = ragged.row
@@ -529,7 +561,7 @@ def _raise_csv_error(layout: _Layout, e: Exception, ragged: _RaggedRow, types: d
             ) from None
         features = [c for c, t in types.items() if t == pa.float32()]
         if column in features:
-            _raise_non_numeric(layout, features)
+            return _boolean_columns_or_raise_non_numeric(layout, features)
     if isinstance(e, OSError):
         raise DataError(f"{path}: cannot read ({first_line(e)})") from None
     raise DataError(f"{path}: cannot parse as a table ({first_line(e)})") from None
@@ -556,24 +588,36 @@ def _first_failure(col: pa.ChunkedArray, kind: pa.DataType) -> int | None:
     return None
 
 
-def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
-    """Read the features again as text to name every non-numeric one and its first bad cell."""
+def _boolean_columns_or_raise_non_numeric(layout: _Layout, features: list[str]) -> list[str]:
+    """Read the features again as text to name every non-numeric one and its first bad cell;
+    but first return those that hold only true/false words (and missing cells), if any."""
     path = layout.path
     ragged = _RaggedRow()
     types = {c: pa.string() for c in features}
     try:
         table = pa_csv.read_csv(path, **layout.options(types, ragged))
     except (OSError, pa.ArrowException) as e:
-        _raise_csv_error(layout, e, ragged, types)
+        _boolean_columns_or_raise(layout, e, ragged, types)  # text columns: it raises
+        raise  # not reached
     bad: list[str] = []
+    flags: list[str] = []
     first = None
+    words = pa.array(_TRUE_FALSE)
     for name in features:
         col = pc.utf8_trim_whitespace(table.column(name))  # pyarrow's number parser trims
-        i = _first_failure(col, pa.float32())
-        if i is not None:
-            bad.append(name)
-            if first is None:
-                first = (name, i, col[i].as_py())
+        if _first_failure(col, pa.float32()) is None:
+            continue
+        if _only_true_false(table.column(name)):  # untrimmed: pyarrow's bool parser is exact
+            flags.append(name)
+            continue
+        bad.append(name)
+        if first is None:  # the first cell that is neither a number nor a true/false word
+            i = _first_failure(pc.if_else(pc.is_in(col, words), None, col), pa.float32())
+            if i is None:  # only words with spaces around them (' True'), shown as they are
+                i = _first_failure(col, pa.float32())
+            first = (name, i, table.column(name)[i].as_py())
+    if flags:
+        return flags  # read again with these as booleans; what else is bad is said then
     if first is None:  # refused by the reader, accepted by the cast: say what we know
         raise DataError(f"{path}: cannot read the columns {_names(features)} as numbers")
     name, i, value = first
@@ -583,6 +627,20 @@ def _raise_non_numeric(layout: _Layout, features: list[str]) -> NoReturn:
         f"{path}: non-numeric column{'s' if len(bad) > 1 else ''} {_names(bad)} (the first: "
         f"{value!r} in {name!r}, {layout.row_ref(i)}); {_non_numeric_fix(bad, layout.every_row)}"
         f"{hint}"
+    )
+
+
+# pyarrow's default spellings of a boolean cell (ConvertOptions.true_values/false_values)
+_TRUE_FALSE = ["True", "true", "TRUE", "False", "false", "FALSE", "1", "0"]
+
+
+def _only_true_false(col: pa.ChunkedArray) -> bool:
+    """Whether every present cell is one of pyarrow's boolean spellings (and one is a word)."""
+    seen = pc.unique(col.drop_null())
+    return (
+        len(seen) > 0
+        and bool(pc.all(pc.is_in(seen, pa.array(_TRUE_FALSE))).as_py())
+        and any(v.as_py() not in ("0", "1") for v in seen)
     )
 
 
