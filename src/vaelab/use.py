@@ -101,7 +101,9 @@ class Run:
             return read_image_folder(path, image_size=size, channels=rec.get("channels"))
         if path.suffix.lower() not in TABLE_SUFFIXES:
             # the run's column choices are a table's; an array of raw rows has none
-            bare = dataclasses.replace(cfg, columns=None, label_column=None, drop_missing=False)
+            bare = dataclasses.replace(
+                cfg, columns=None, label_column=None, id_column=None, drop_missing=False
+            )
             return read_data(path, bare)
         if rec.get("kind") == "table":
             # every input row gets its answer, in order: a row with a missing cell is refused

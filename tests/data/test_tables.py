@@ -197,10 +197,46 @@ def test_unnamed_column_that_is_not_0_to_n_becomes_ids(tmp_path):
     assert read_table(text).ids.tolist() == ["r1", "r2"]
 
 
-def test_named_id_column_is_an_ordinary_feature_unless_excluded(tmp_path):
-    path = _text(tmp_path, "t.csv", "id,x\n0,1.5\n1,2.5\n")
-    assert read_table(path).columns == ["id", "x"]
-    assert read_table(path, columns=["x"]).columns == ["x"]
+def test_a_column_named_id_is_read_as_ids_unless_asked_for_as_a_feature(tmp_path):
+    # Kaggle-style: a key column first. As a feature the last rows would look unusual.
+    path = _text(tmp_path, "t.csv", "ID,x\n0,1.5\n1,2.5\n")
+    r = read_table(path)
+    assert r.columns == ["x"] and r.ids.tolist() == [0, 1]  # kept even when it is 0..N-1
+    np.testing.assert_array_equal(r.values, [[1.5], [2.5]])
+    assert r.notices == [
+        "read the column 'ID' as row ids, not as a feature (name it in --columns to make it one)"
+    ]
+    assert r.describe()["index_column"] == "ids"
+    asked = read_table(path, columns=["ID", "x"])  # named as a feature: a feature
+    assert asked.columns == ["ID", "x"] and asked.ids is None and asked.notices == []
+    labelled = read_table(path, label_column="ID")  # named as the label: the label
+    assert labelled.ids is None and labelled.labels.tolist() == [0, 1]
+    # text ids, in Parquet too, where the column may sit anywhere
+    pq_path = _parquet(tmp_path, "t.parquet", {"x": [1.0, 2.0], "id": ["a7", "b9"]})
+    got = read_table(pq_path)
+    assert got.columns == ["x"] and got.ids.tolist() == ["a7", "b9"]
+
+
+def test_id_column_names_the_ids(tmp_path):
+    path = _text(tmp_path, "t.csv", "customer,x,y\nc-01,1,2\nc-02,3,4\nc-03,5,6\n")
+    r = read_table(path, id_column="customer")
+    assert r.columns == ["x", "y"] and r.ids.tolist() == ["c-01", "c-02", "c-03"]
+    assert r.notices == []  # asked for: nothing to say
+    # numbers too, and never dropped as a pandas index of 0..N-1 would be
+    nums = read_table(_text(tmp_path, "n.csv", "k,x\n0,1\n1,2\n2,3\n"), id_column="k")
+    assert nums.ids.tolist() == [0, 1, 2] and nums.columns == ["x"]
+    # the run's new rows may come without it
+    bare = _text(tmp_path, "new.csv", "x,y\n7,8\n")
+    new = read_table(bare, columns=["x", "y"], id_column="customer", every_row=True)
+    assert new.ids is None and new.values.tolist() == [[7, 8]]
+    # refused: a column that is not there, or named for two jobs
+    assert "no id column 'who'; the columns are 'customer', 'x', 'y'" in _error(
+        path, id_column="who"
+    )
+    with pytest.raises(InvalidArgumentError, match="both the --id-column and a feature"):
+        read_table(path, columns=["customer", "x"], id_column="customer")
+    with pytest.raises(InvalidArgumentError, match="both the --id-column and the --label-column"):
+        read_table(path, label_column="customer", id_column="customer")
 
 
 def test_text_variants_bom_quotes_crlf_spaces_blank_lines(tmp_path):

@@ -434,7 +434,7 @@ CASES: dict[str, Case] = {
     ),
     "columns-on-an-array": lambda t, o: (
         _train(o, p := _npy(t, "x.npy", _rng().random((N_ROWS, 5))), "--columns", "c0"),
-        [p, "--columns, --label-column, --drop-missing and --header apply to tables", ".npy"],
+        [p, "--columns, --label-column, --id-column, --drop-missing and --header apply", ".npy"],
     ),
     # ---- value range and standardization
     "value-range-reversed": lambda t, o: (

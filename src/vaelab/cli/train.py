@@ -53,6 +53,14 @@ FLAGS: dict[str, tuple[str, dict]] = {
             help="a table column kept as each row's label, never a feature (default: none)",
         ),
     ),
+    "--id-column": (
+        "data.id_column",
+        dict(
+            metavar="NAME",
+            help="a table column kept as each row's id in encode/score output, never a feature "
+            "(default: a column named id, or pandas' index column)",
+        ),
+    ),
     "--header": (
         "data.header",
         dict(

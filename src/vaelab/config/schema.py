@@ -38,6 +38,9 @@ class DataConfig:
     data_dir: str | None = None  # where a built-in dataset's files are; default $VAELAB_DATA
     columns: list[str] | None = None  # table features (default: every numeric column)
     label_column: str | None = None  # a table column kept as each row's label, never a feature
+    # a table column kept as each row's id, never a feature (default: a pandas index, or a
+    # column named "id", when there is one)
+    id_column: str | None = None
     drop_missing: bool = False  # drop table rows with missing cells (default: an error)
     # text tables: whether the first row names the columns. auto: it does when any of its
     # fields is not a number (the choice is printed); the run's every table is read this way

@@ -171,7 +171,12 @@ def read_data(path: Path, cfg: DataConfig, every_row: bool = False) -> RawData:
     if path.is_dir():
         return read_image_folder(path, image_size=cfg.image_size)
     suffix = path.suffix.lower()
-    table = cfg.columns is not None or cfg.label_column is not None or cfg.drop_missing
+    table = (
+        cfg.columns is not None
+        or cfg.label_column is not None
+        or cfg.id_column is not None
+        or cfg.drop_missing
+    )
     header = {"auto": None, "yes": True, "no": False}[cfg.header]
     if suffix in TABLE_SUFFIXES:
         if header is not None and suffix in (".parquet", ".pq"):
@@ -188,10 +193,12 @@ def read_data(path: Path, cfg: DataConfig, every_row: bool = False) -> RawData:
             cfg.drop_missing,
             header=header,
             every_row=every_row,
+            id_column=cfg.id_column,
         )
     if table or header is not None:
         raise DataError(
-            f"{path}: --columns, --label-column, --drop-missing and --header apply to tables "
+            f"{path}: --columns, --label-column, --id-column, --drop-missing and --header apply "
+            f"to tables "
             f"({', '.join(TABLE_SUFFIXES)}), not to {suffix or 'this file'}"
         )
     if suffix not in ARRAY_SUFFIXES and path.is_file():

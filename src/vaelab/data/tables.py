@@ -90,6 +90,7 @@ def read_table(
     *,
     header: bool | None = None,
     every_row: bool = False,
+    id_column: str | None = None,
 ) -> RawData:
     """Read a table of examples (one per row) as float32 features, labels and row ids.
 
@@ -100,9 +101,12 @@ def read_table(
       value marker (empty, NA, NaN, ...) is a header, as is pandas' ``,0,1,2,...`` (an unnamed
       index over the default column names); a file without one gets the names ``col0``,
       ``col1``, ... ``header`` forces either reading. Duplicated or empty names are errors.
-    - Index: an unnamed first column (or pandas' ``Unnamed: 0``; Parquet's
-      ``__index_level_0__``) is never a feature. Holding exactly 0..N-1 it is dropped with a
-      notice; otherwise it becomes ``ids``. A *named* id-like column is an ordinary column.
+    - Ids: ``id_column`` names a column that becomes ``ids`` (its values as they are, never a
+      feature). Without it, an unnamed first column (or pandas' ``Unnamed: 0``; Parquet's
+      ``__index_level_0__``) is never a feature: holding exactly 0..N-1 it is dropped with a
+      notice, otherwise it becomes ``ids``; and a column named ``id`` (in any case) becomes
+      ``ids`` with a notice: a row number or key as a feature would make rows far down the
+      file look unusual. Naming such a column in ``columns`` makes it a feature.
     - ``columns`` picks the features, in the order given (default: every column but the label
       and the index), and each must be numeric; other columns are then not read at all.
       ``label_column`` becomes ``labels``, int64 when every value is an integer, else the
@@ -124,32 +128,40 @@ def read_table(
     drop_missing=d["drop_missing"])``.
     """
     path = Path(path).expanduser()
-    wanted = _check_arguments(columns, label_column, drop_missing, header)
+    wanted = _check_arguments(columns, label_column, drop_missing, header, id_column)
     _check_file(path)
+    ids = _IdChoice(path, id_column, label_column, wanted, every_row)
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         if header is not None:
             raise InvalidArgumentError(
                 f"header applies to text tables, not to the Parquet file {path}"
             )
-        parts = _read_parquet(path, wanted, label_column, every_row)
+        parts = _read_parquet(path, wanted, label_column, ids, every_row)
     elif suffix in TEXT_DELIMITERS:
-        parts = _read_text(path, TEXT_DELIMITERS[suffix], wanted, label_column, header, every_row)
+        delimiter = TEXT_DELIMITERS[suffix]
+        parts = _read_text(path, delimiter, wanted, label_column, ids, header, every_row)
     else:
         raise DataError(
             f"{path}: unsupported table type {suffix or '(no suffix)'!r} "
             f"(use {', '.join(TABLE_SUFFIXES)})"
         )
     label = label_column if parts.label is not None else None  # None: read without one
-    return _finish(path, parts, label, drop_missing, every_row)
+    return _finish(path, parts, label, drop_missing, every_row, asked=id_column is not None)
 
 
 # --------------------------------------------------------------------------- arguments, file
 
 
-def _check_arguments(columns, label_column, drop_missing, header) -> list[str] | None:
+def _check_arguments(columns, label_column, drop_missing, header, id_column) -> list[str] | None:
     if label_column is not None and not isinstance(label_column, str):
         raise InvalidArgumentError(f"label_column must be a column name, got {label_column!r}")
+    if id_column is not None and not isinstance(id_column, str):
+        raise InvalidArgumentError(f"id_column must be a column name, got {id_column!r}")
+    if id_column is not None and id_column == label_column:
+        raise InvalidArgumentError(
+            f"column {id_column!r} cannot be both the --id-column and the --label-column"
+        )
     if not isinstance(drop_missing, bool):
         raise InvalidArgumentError(f"drop_missing must be True or False, got {drop_missing!r}")
     if header not in (None, True, False):
@@ -165,11 +177,34 @@ def _check_arguments(columns, label_column, drop_missing, header) -> list[str] |
     repeated = [c for c, k in Counter(wanted).items() if k > 1]
     if repeated:
         raise InvalidArgumentError(f"--columns names {_names(repeated)} more than once")
-    if label_column in wanted:
-        raise InvalidArgumentError(
-            f"column {label_column!r} cannot be both the --label-column and a feature (--columns)"
-        )
+    for name, option in ((label_column, "--label-column"), (id_column, "--id-column")):
+        if name in wanted:
+            raise InvalidArgumentError(
+                f"column {name!r} cannot be both the {option} and a feature (--columns)"
+            )
     return wanted
+
+
+class _IdChoice:
+    """Which column holds the rows' ids: the one asked for, else a pandas index or ``id``."""
+
+    def __init__(self, path, asked, label_column, wanted, every_row):
+        self.path, self.asked, self.every_row = path, asked, every_row
+        self.taken = {label_column, *(wanted or [])}  # named as something else: not an id
+
+    def __call__(self, names: list[str], index: str | None) -> str | None:
+        """The id column among ``names``, given the format's index column ``index``."""
+        if self.asked is not None:
+            if self.asked in names:
+                return self.asked
+            if self.every_row:
+                return None  # new rows may come without their ids
+            raise DataError(
+                f"{self.path}: no id column {self.asked!r}; the columns are {_names(names)}"
+            )
+        if index is None:
+            index = next((n for n in names if n.strip().lower() == "id"), None)
+        return None if index in self.taken else index
 
 
 def _check_file(path: Path) -> None:
@@ -363,6 +398,7 @@ def _read_text(
     delimiter: str | None,
     wanted: list[str] | None,
     label_column: str | None,
+    ids: _IdChoice,
     header: bool | None,
     every_row: bool = False,
 ) -> _Parts:
@@ -404,9 +440,7 @@ def _read_text(
     repeated = [n for n, k in Counter(names).items() if k > 1 and n]
     if repeated:
         raise DataError(f"{path}: duplicated column names in the header: {_names(repeated)}")
-    index = names[0] if has_header and names[0] in PANDAS_INDEX_NAMES else None
-    if index is not None and (index == label_column or (wanted and index in wanted)):
-        index = None  # asked for by name: an ordinary column
+    index = ids(names, names[0] if names[0] in PANDAS_INDEX_NAMES else None) if has_header else None
     empty = [i + 1 for i, n in enumerate(names) if not n and i > 0]
     if empty:
         raise DataError(
@@ -650,7 +684,10 @@ def _non_numeric_fix(bad: list[str], every_row: bool) -> str:
     if every_row:
         which = "these columns" if len(bad) > 1 else "this column"
         return f"the run was trained on {which} as numbers: these rows need numbers there"
-    return "choose numeric features with --columns (columns=[...]) or make it the --label-column"
+    return (
+        "choose numeric features with --columns (columns=[...]) or make it the --label-column "
+        "or the --id-column"
+    )
 
 
 def _as_float(arr: pa.Array) -> np.ndarray:
@@ -673,7 +710,11 @@ def _is_numeric(t: pa.DataType) -> bool:
 
 
 def _read_parquet(
-    path: Path, wanted: list[str] | None, label_column: str | None, every_row: bool = False
+    path: Path,
+    wanted: list[str] | None,
+    label_column: str | None,
+    ids: _IdChoice,
+    every_row: bool = False,
 ) -> _Parts:
     try:
         pf = pq.ParquetFile(path, pre_buffer=False)
@@ -684,11 +725,10 @@ def _read_parquet(
     repeated = [n for n, k in Counter(names).items() if k > 1]
     if repeated:
         raise DataError(f"{path}: duplicated column names: {_names(repeated)}")
-    index = next(
+    pandas = next(
         (n for i, n in enumerate(names) if n == PARQUET_INDEX_NAME or (i == 0 and not n)), None
     )
-    if index is not None and (index == label_column or (wanted and index in wanted)):
-        index = None
+    index = ids(names, pandas)
     label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index)
     bad = [c for c in features if not _is_numeric(schema.field(c).type)]
@@ -795,17 +835,24 @@ def _labels(path: Path, col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | 
     return labels, missing
 
 
-def _index(path: Path, name: str, col: pa.ChunkedArray, n: int, notices: list[str]):
-    """``(ids or None, "dropped" | "ids")`` for a pandas index column."""
-    what = "the unnamed first column" if not name else f"the index column {name!r}"
+def _index(path: Path, name: str, col: pa.ChunkedArray, n: int, notices: list[str], asked: bool):
+    """``(ids or None, "dropped" | "ids")`` for the id column: the one asked for (kept as it
+    is), a pandas index (dropped when it holds 0..N-1) or a column named ``id``."""
+    pandas = name in PANDAS_INDEX_NAMES or name == PARQUET_INDEX_NAME
+    if not name:
+        what = "the unnamed first column"
+    else:
+        what = f"the {'index ' if pandas else ''}column {name!r}"
     ids = _ints_or_text(path, col) if not col.null_count else None
-    if ids is not None and ids.dtype.kind == "i" and np.array_equal(ids, np.arange(n)):
+    if pandas and ids is not None and ids.dtype.kind == "i" and np.array_equal(ids, np.arange(n)):
         notices.append(f"dropped {what}: it holds the row numbers 0..{n - 1}")
         return None, "dropped"
     if ids is None:  # some cells empty: keep every id as text, "" for the empty ones
         text = pc.fill_null(pc.cast(col, pa.string()), "")
         ids = np.asarray(text.to_pylist(), dtype=str)
-    notices.append(f"read {what} as row ids, not as a feature")
+    if not asked:
+        use = "" if pandas else " (name it in --columns to make it one)"
+        notices.append(f"read {what} as row ids, not as a feature{use}")
     return ids, "ids"
 
 
@@ -825,14 +872,19 @@ def _compact_rows(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def _finish(
-    path: Path, parts: _Parts, label_column: str | None, drop_missing: bool, every_row: bool
+    path: Path,
+    parts: _Parts,
+    label_column: str | None,
+    drop_missing: bool,
+    every_row: bool,
+    asked: bool = False,
 ) -> RawData:
     values, features, row_ref = parts.values, parts.features, parts.row_ref
     n = values.shape[0]
     notices: list[str] = list(parts.notices)
     ids, index_action = None, None
     if parts.index is not None:
-        ids, index_action = _index(path, parts.index_name, parts.index, n, notices)
+        ids, index_action = _index(path, parts.index_name, parts.index, n, notices, asked)
     labels, label_missing = None, None
     if parts.label is not None:
         labels, label_missing = _labels(path, parts.label)
