@@ -98,7 +98,8 @@ class Run:
             # the run's image size (height, width) and channel count: a grey folder for an RGB
             # run is replicated to RGB, as it would have been in training
             size = tuple(rec["image_size"])
-            return read_image_folder(path, image_size=size, channels=rec.get("channels"))
+            bits = 16 if rec.get("stored_dtype") == "uint16" else 8
+            return read_image_folder(path, image_size=size, channels=rec.get("channels"), bits=bits)
         if path.suffix.lower() not in TABLE_SUFFIXES:
             # the run's column choices are a table's; an array of raw rows has none
             bare = dataclasses.replace(

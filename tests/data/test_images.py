@@ -150,7 +150,7 @@ def test_palette_with_transparency(tmp_path):
     assert "dropped the alpha channel (transparency) of 1 image" in r.notices
 
 
-def test_sixteen_bit_png_scaled_not_clipped(tmp_path):
+def test_sixteen_bit_png_mixed_with_eight_bit_scaled_not_clipped(tmp_path):
     v16 = np.array([[0, 257, 4096, 32768, 65535]], dtype=np.uint16)
     _save(tmp_path / "deep.png", v16)
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
@@ -160,8 +160,46 @@ def test_sixteen_bit_png_scaled_not_clipped(tmp_path):
     np.testing.assert_array_equal(r.values[0, 0], [[0, 1, 16, 128, 255]])
     np.testing.assert_array_equal(r.values[0], r.values[1])
     assert r.values.dtype == np.uint8 and r.values.shape == (2, 1, 1, 5)
-    assert "scaled 1 16-bit greyscale image to 8 bits (round(v * 255 / 65535))" in r.notices
-    assert r.describe()["counts"]["sixteen_bit"] == 1
+    assert r.notices == [
+        "scaled 1 16-bit greyscale image to 8 bits (round(v * 255 / 65535)), the scale of the "
+        "folder's other images"
+    ]
+    assert r.describe()["counts"]["sixteen_bit"] == 1 and r.details["stored_dtype"] == "uint8"
+
+
+def test_a_folder_of_sixteen_bit_grey_keeps_every_level(tmp_path):
+    # 12-bit data in 16-bit files (microscopes, X-ray detectors): 4,096 levels, not 16
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4096, (6, 5)).astype(np.uint16)
+    b = np.array([[0, 1, 2, 4095, 65535]], dtype=np.uint16).repeat(6, 0)
+    _save(tmp_path / "a.png", a)
+    _save(tmp_path / "b.png", b)
+    r = read_image_folder(tmp_path)
+    assert r.values.dtype == np.float32 and r.values.shape == (2, 1, 6, 5)
+    np.testing.assert_array_equal(r.values[0, 0], a)  # exactly the stored values
+    np.testing.assert_array_equal(r.values[1, 0], b)
+    assert r.details["stored_dtype"] == "uint16"
+    assert r.notices == ["read 16-bit greyscale images at 16 bits (levels 0..65535)"]
+    # resized in floats, back on whole levels within 0..65535 (Lanczos overshoots edges)
+    _save(tmp_path / "c.png", np.full((12, 10), 65535, np.uint16))
+    _save(tmp_path / "d.png", np.eye(12, 10, dtype=np.uint16) * 65535)
+    r = read_image_folder(tmp_path, image_size=(6, 5))
+    assert np.array_equal(r.values, np.rint(r.values)) and r.values.max() <= 65535
+    assert r.values.min() >= 0
+    np.testing.assert_array_equal(r.values[2], 65535)  # flat stays flat
+    # new images for a 16-bit run: an 8-bit file is put on the 16-bit scale, v * 257
+    new = tmp_path.parent / f"{tmp_path.name}-new"
+    _save(new / "e.png", np.array([[0, 1, 255]], dtype=np.uint8))
+    got = read_image_folder(new, image_size=(1, 3), channels=1, bits=16)
+    np.testing.assert_array_equal(got.values[0, 0], [[0, 257, 65535]])
+    assert got.notices == [
+        "scaled 1 8-bit image to 16 bits (v * 257), the scale of this run's images"
+    ]
+    # and 16-bit files for an 8-bit run, as in a mixed folder
+    eight = read_image_folder(tmp_path, image_size=(6, 5), channels=1, bits=8)
+    assert eight.values.dtype == np.uint8 and eight.values[1, 0, 0, 4] == 255
+    with pytest.raises(InvalidArgumentError, match="channels must be 1"):
+        read_image_folder(tmp_path, channels=3, bits=16)
 
 
 def test_bilevel_and_bmp_and_jpeg(tmp_path):

@@ -43,7 +43,7 @@ def test_uint8_levels_that_use_a_sliver_of_the_range_get_a_notice():
 @pytest.mark.parametrize(
     ("kind", "dtype", "value_range", "says"),
     [
-        ("images", None, [0, 65535], "16-bit greyscale images are scaled to 8 bits"),
+        ("images", None, [0, 65535], "16-bit greyscale images in a folder with 8-bit"),
         ("table", "uint8", [-1, 255], "the values are uint8, 0..255, so --value-range -1,255"),
         ("images", "uint16", [0, 70000], "the values are uint16, 0..65535"),
     ],
@@ -119,3 +119,25 @@ def test_a_table_of_whole_numbers_is_continuous_unless_given_a_range_and_says_so
     bernoulli: list[str] = []
     Preprocessing.fit(DataConfig(dataset="t"), "table", "bernoulli", yes_no, None, bernoulli)
     assert bernoulli == []
+
+
+def test_a_folder_of_twelve_bit_images_in_sixteen_bit_files_keeps_its_levels(tmp_path, capsys):
+    """Microscopes and X-ray detectors write 12-bit data in 16-bit PNG: 4,096 levels, which an
+    8-bit reading cut to 16 (and --value-range 0,4095 was then refused as wider than uint8)."""
+    from PIL import Image
+
+    from vaelab.runs import load_run
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(40):
+        pixels = rng.integers(0, 4096, (6, 6)).astype(np.uint16)
+        pixels[0, 0] = 4095  # the top level is reached
+        Image.fromarray(pixels).save(folder / f"{i}.png")
+    args = ["train", "--dataset", str(folder), "--likelihood", "gaussian", *QUICK]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "pass --value-range 0,4095" in capsys.readouterr().err
+    assert main([*args, "--value-range", "0,4095", "--out", str(tmp_path / "b")]) == 0
+    prep = load_run(tmp_path / "b", device="cpu").data.prep
+    assert prep.integer and prep.value_range == [0, 4095] and prep.levels == 4096

@@ -1,5 +1,5 @@
-"""Image folders: PNG, JPEG and BMP files as one uint8 ``(N, C, H, W)`` array, with labels
-from class folders.
+"""Image folders: PNG, JPEG and BMP files as one ``(N, C, H, W)`` array (uint8; 16-bit grey
+folders as float32 levels 0..65535), with labels from class folders.
 
 Two passes over the files. The first opens each one only far enough to know its size and mode
 (Pillow reads the header), so the output size and channel count are decided before any pixel is
@@ -17,10 +17,14 @@ Decisions, each reported by a notice where it changed something:
 - Channels: all grey → C=1; any colour → C=3, the grey ones replicated. Palette images go
   through their palette (grey palettes are grey). Alpha is dropped (the colour channels are
   kept as stored, not composited onto a background).
-- 16-bit greyscale PNG is scaled to 8 bits, ``round(v * 255 / 65535)``: the rest of vaelab
-  models 8-bit images (256 levels: the dequantization and bits/dim use log2(256)), and one folder
-  may mix 8- and 16-bit files, which must end on one scale. (Pillow's own conversion clips every
-  value above 255 to white.) 16-bit colour PNG is decoded by Pillow to its high bytes.
+- Bit depth: a folder of 16-bit greyscale PNG only is read at 16 bits, as float32 levels
+  0..65535 (``describe()["stored_dtype"] == "uint16"``: the value range, dequantization and
+  bits/dim are then those of 65,536 levels, and 12-bit data in 16-bit files keep their 4,096
+  levels). In a folder that mixes them with 8-bit or colour files, 16-bit greyscale is scaled
+  to 8 bits, ``round(v * 255 / 65535)`` (Pillow's own conversion clips every value above 255
+  to white), as every file must end on one scale. ``bits=16`` reads new images for a 16-bit
+  run: 8-bit files are then scaled up, ``v * 257``. 16-bit colour PNG is decoded by Pillow to
+  its high bytes.
 - Size: images whose size differs from ``image_size`` (default: the most common size, ties to
   the size met first in file order) are resized to it with Pillow's Lanczos filter, stretched
   where the aspect ratio differs. A JPEG's EXIF orientation is applied first.
@@ -94,8 +98,11 @@ def read_image_folder(
     path: str | os.PathLike,
     image_size: int | tuple[int, int] | None = None,
     channels: int | None = None,
+    bits: int | None = None,
 ) -> RawData:
-    """Read every PNG/JPEG/BMP image under ``path`` as uint8 ``(N, C, H, W)``.
+    """Read every PNG/JPEG/BMP image under ``path`` as ``(N, C, H, W)``, uint8, or float32
+    levels 0..65535 for 16-bit grey (``bits``: 8, 16 or None, 16 when every file is 16-bit
+    grey).
 
     ``image_size`` is ``(height, width)`` or one int for square images (default: the most
     common size in the folder); ``channels`` is 1 (grey), 3 (RGB) or None (1 if every image is
@@ -107,14 +114,17 @@ def read_image_folder(
     ``describe()`` adds ``image_size`` ([H, W]), ``channels``, ``channel_order`` (``"L"`` or
     ``"RGB"``, in ``(N, C, H, W)`` layout), ``classes`` (folder names, index = label, or None),
     ``resample`` and ``counts`` (``images``, ``per_class``, ``resized``, ``grey_to_rgb``,
-    ``colour_to_grey``, ``alpha_dropped``, ``sixteen_bit``, ``exif_rotated``,
-    ``ignored_files``). New images are read the same way with
-    ``read_image_folder(new, image_size=d["image_size"], channels=d["channels"])``.
+    ``colour_to_grey``, ``alpha_dropped``, ``sixteen_bit``, ``eight_to_sixteen``,
+    ``exif_rotated``, ``ignored_files``) and ``stored_dtype``. New images are read the same way
+    with ``read_image_folder(new, image_size=d["image_size"], channels=d["channels"],
+    bits=16 if d["stored_dtype"] == "uint16" else 8)``.
     """
     root = Path(path).expanduser()
     size_hw = _parse_size(image_size)
     if channels not in (None, 1, 3):
         raise InvalidArgumentError(f"channels must be 1, 3 or None, got {channels!r}")
+    if bits not in (None, 8, 16):
+        raise InvalidArgumentError(f"bits must be 8, 16 or None, got {bits!r}")
     if not root.exists():
         raise DataError(f"{root}: folder not found")
     if not root.is_dir():
@@ -131,10 +141,14 @@ def read_image_folder(
         h, w = size_hw
     colour = any(e.colour for e in entries)
     c = channels if channels is not None else (3 if colour else 1)
+    if bits is None:
+        bits = 16 if c == 1 and all(e.sixteen for e in entries) else 8
+    if bits == 16 and c != 1:
+        raise InvalidArgumentError("16-bit images are read as grey: channels must be 1")
 
-    out = np.empty((n, c, h, w), dtype=np.uint8)
+    out = np.empty((n, c, h, w), dtype=np.float32 if bits == 16 else np.uint8)
     for i, e in enumerate(entries):
-        out[i] = _decode(root, e, c, (w, h))
+        out[i] = _decode(root, e, c, (w, h), bits == 16)
 
     counts = {
         "images": n,
@@ -144,6 +158,7 @@ def read_image_folder(
         "colour_to_grey": sum(e.colour for e in entries) if c == 1 else 0,
         "alpha_dropped": sum(e.alpha for e in entries),
         "sixteen_bit": sum(e.sixteen for e in entries),
+        "eight_to_sixteen": sum(not e.sixteen for e in entries) if bits == 16 else 0,
         "exif_rotated": sum(e.orientation != 1 for e in entries),
         "ignored_files": ignored,
     }
@@ -151,7 +166,7 @@ def read_image_folder(
     if classes:
         labels = np.fromiter((e.label for e in entries), dtype=np.int64, count=n)
         counts["per_class"] = np.bincount(labels, minlength=len(classes)).tolist()
-    notices = _notices(counts, n, (h, w), c, empty_folders)
+    notices = _notices(counts, n, (h, w), c, empty_folders, bits)
     details: dict[str, Any] = {
         "image_size": [h, w],
         "channels": c,
@@ -159,6 +174,7 @@ def read_image_folder(
         "classes": classes or None,
         "resample": "lanczos",
         "counts": counts,
+        "stored_dtype": "uint16" if bits == 16 else "uint8",
     }
     return RawData(
         values=out,
@@ -285,8 +301,29 @@ def _scale_16_to_8(img: Image.Image, path: Path) -> Image.Image:
     return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
-def _decode(root: Path, e: _Entry, channels: int, size_wh: tuple[int, int]) -> np.ndarray:
-    """Second pass: one image decoded, converted and resized, as ``(C, H, W)`` uint8."""
+def _levels_16(frame: Image.Image, sixteen: bool, size_wh: tuple[int, int], path: Path):
+    """A grey frame as float32 levels 0..65535 ``(H, W)``: 16-bit values as stored, 8-bit ones
+    times 257; resized with Lanczos in floats, then rounded back onto the levels."""
+    if sixteen:
+        v = np.asarray(frame).astype(np.int64)  # (H, W) uint16 or int32
+        if v.size and (v.min() < 0 or v.max() > 65535):
+            raise DataError(
+                f"{path}: greyscale values from {v.min()} to {v.max()}, outside 16 bits (0..65535)"
+            )
+        v = v.astype(np.float32)
+    else:
+        v = np.asarray(frame.convert("L"), dtype=np.float32) * 257
+    if frame.size != size_wh:
+        v = np.asarray(Image.fromarray(v, mode="F").resize(size_wh, RESAMPLE))
+        v = np.clip(np.rint(v), 0, 65535)  # Lanczos overshoots at edges
+    return v
+
+
+def _decode(
+    root: Path, e: _Entry, channels: int, size_wh: tuple[int, int], deep: bool = False
+) -> np.ndarray:
+    """Second pass: one image decoded, converted and resized, as ``(C, H, W)`` uint8 (``deep``:
+    float32 levels 0..65535, one channel)."""
     path = root / e.rel
     with _open(root, e.rel) as img:
         try:
@@ -297,6 +334,10 @@ def _decode(root: Path, e: _Entry, channels: int, size_wh: tuple[int, int]) -> n
                 img.draft(img.mode, (w, h))
             img.load()
             frame = ImageOps.exif_transpose(img) if e.orientation != 1 else img
+            if deep:
+                if frame.mode in ("P", "PA"):
+                    frame = frame.convert("RGBA" if e.alpha else "RGB")
+                return _levels_16(frame, e.sixteen, size_wh, path)[None]
             if e.sixteen:
                 frame = _scale_16_to_8(frame, path)
             elif frame.mode in ("P", "PA"):
@@ -319,7 +360,7 @@ def _count(k: int, noun: str) -> str:
 
 
 def _notices(
-    counts: dict, n: int, size_hw: tuple[int, int], c: int, empty_folders: list[str]
+    counts: dict, n: int, size_hw: tuple[int, int], c: int, empty_folders: list[str], bits: int
 ) -> list[str]:
     h, w = size_hw
     notes = []
@@ -328,10 +369,17 @@ def _notices(
     if empty_folders:
         shown = ", ".join(repr(d) for d in empty_folders[:5])
         notes.append(f"folders without images are not classes: {shown}")
-    if counts["sixteen_bit"]:
+    if bits == 16 and counts["eight_to_sixteen"]:
+        notes.append(
+            f"scaled {_count(counts['eight_to_sixteen'], '8-bit image')} to 16 bits (v * 257), "
+            "the scale of this run's images"
+        )
+    elif bits == 16:
+        notes.append("read 16-bit greyscale images at 16 bits (levels 0..65535)")
+    elif counts["sixteen_bit"]:
         notes.append(
             f"scaled {_count(counts['sixteen_bit'], '16-bit greyscale image')} to 8 bits "
-            "(round(v * 255 / 65535))"
+            "(round(v * 255 / 65535)), the scale of the folder's other images"
         )
     if counts["alpha_dropped"]:
         k = counts["alpha_dropped"]

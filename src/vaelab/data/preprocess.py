@@ -73,7 +73,10 @@ class Preprocessing:
                     )
             elif value_range[0] < lo or value_range[1] > hi:
                 # the values cannot span it: the model would see a fraction of [0, 1]
-                read = " (16-bit greyscale images are scaled to 8 bits when read)"
+                read = (
+                    " (16-bit greyscale images in a folder with 8-bit or colour ones are read "
+                    "as 8 bits)"
+                )
                 raise DataError(
                     f"{name}: the values are {key}, {lo}..{hi}"
                     f"{read if kind == 'images' and key == 'uint8' else ''}, so "
