@@ -4,7 +4,7 @@ the data's own units.
 ``run = vaelab.load_run(DIR)`` gives the run's model and its preprocessing. Every method takes
 *raw* rows, as the user has them: a path (read with the run's own reader settings: the same
 columns, label column, image size and channels), or rows as an array, a tensor or a data frame
-(columns picked by name) in any layout a file may have. The run's
+(columns picked by name, from a frame or a pandas row) in any layout a file may have. The run's
 preprocessing (value range, standardization, binarization with the fixed evaluation seed) is
 applied as it was at training time, never refitted.
 """
@@ -129,6 +129,8 @@ class Run:
             notices = [f"{raw}: {n}" for n in got.notices]
         else:
             name = "the data given"
+            raw = self._one_row_frame(raw)
+            ids, labels = self._frame_keys(raw)
             values, notes = as_examples(self._array(raw, name), name)
             notices = [f"{name}: {n}" for n in notes]
         x = torch.as_tensor(values)
@@ -146,6 +148,26 @@ class Run:
         stored = self.data.prep.stored(x).to(self.data.device)
         return Rows(self.data.prepare(stored), ids, labels, notices)
 
+    def _one_row_frame(self, raw):
+        """A pandas Series of a table run's named cells (``df.iloc[i]``) as a one-row frame, so
+        that its cells are picked by name like a frame's columns, never by position."""
+        is_series = hasattr(raw, "to_frame") and hasattr(raw, "index") and raw.ndim == 1
+        if is_series and self.columns is not None and set(self.columns) <= set(raw.index):
+            return raw.to_frame().T
+        return raw
+
+    def _frame_keys(self, raw) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A frame's ids and labels, from the run's id and label columns where it has them."""
+        if not (hasattr(raw, "columns") and hasattr(raw, "to_numpy")):
+            return None, None
+        names = list(raw.columns)
+        data = self.cfg.data
+        found = [
+            np.asarray(raw[c].to_numpy()) if c is not None and c in names else None
+            for c in (data.id_column, data.label_column)
+        ]
+        return found[0], found[1]
+
     def _array(self, raw, name: str) -> np.ndarray:
         """An array, a tensor or a data frame as a numpy array with one row per example (a
         single row or image given alone gets its leading axis)."""
@@ -158,6 +180,13 @@ class Run:
                     )
                 raw = raw[self.columns]
             raw = raw.to_numpy()
+            if raw.dtype == object:  # a row taken from a frame with text columns
+                try:
+                    raw = raw.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise DataError(
+                        f"{name}: the run's columns hold values that are not numbers"
+                    ) from None
         arr = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
         shape = self.data.data_shape
         if arr.ndim == len(shape) and arr.shape == shape:

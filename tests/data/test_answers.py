@@ -466,6 +466,33 @@ def test_the_api_takes_a_data_frame_by_column_name(table_run):
         api.score(_Frame({n: x[:, j] for j, n in enumerate(NAMES) if n != "a"}))
 
 
+def test_the_api_takes_pandas_rows_by_name_with_their_ids_and_labels(tmp_path):
+    """A real pandas frame with text columns: ``df.iloc[i]`` (a Series) is matched by its
+    names like a frame, not by position; the run's id and label columns come back."""
+    pd = pytest.importorskip("pandas")
+    x = _table(seed=2).astype(np.float32)
+    cells = dict(zip(NAMES, x.T, strict=True))
+    frame = pd.DataFrame({"who": [f"r{i}" for i in range(N)], **cells, "kind": np.arange(N) % 3})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run_dir = tmp_path / "run"
+    keys = ["--id-column", "who", "--label-column", "kind"]
+    data = ["--dataset", str(tmp_path / "t.csv"), *keys]
+    assert main(["train", *data, "--out", str(run_dir), *SMALL, "--no-report"]) == 0
+    run = vaelab.load_run(run_dir)
+    whole = run.encode(frame)
+    assert whole.ids.tolist() == frame["who"].tolist()
+    assert whole.labels.tolist() == frame["kind"].tolist()
+    row = frame.iloc[7]  # object dtype: it holds the id's text
+    one = run.encode(row)
+    torch.testing.assert_close(one.mean, whole.mean[7:8], rtol=1e-5, atol=1e-6)
+    reversed_row = row[::-1]  # the same cells in another order: the same answer
+    torch.testing.assert_close(run.encode(reversed_row).mean, one.mean)
+    numbers = row[NAMES][::-1].astype(float)  # only the features, reversed
+    torch.testing.assert_close(run.encode(numbers).mean, one.mean)
+    with pytest.raises(vaelab.errors.DataError, match="not numbers"):
+        run.encode(row.replace({row["a"]: "oops"}))
+
+
 def test_reconstruct_and_report_name_the_rows_of_the_file(table_run, capsys):
     """A test-split example is shown with its row in the user's file (0-based) and its
     values as the file has them, not standardized and back (float32 noise)."""
