@@ -42,6 +42,17 @@ class Rows:
     ids: np.ndarray | None
     labels: np.ndarray | None
     notices: list[str] = field(default_factory=list)  # what reading the file changed
+    # which input rows ``x`` holds (None: all): a run trained with --drop-missing leaves the
+    # rows with missing cells unanswered, in their place
+    present: np.ndarray | None = None
+
+    def spread(self, t: torch.Tensor) -> torch.Tensor:
+        """Answers for the rows of ``x`` placed at their input rows, NaN for the others."""
+        if self.present is None:
+            return t
+        out = torch.full((len(self.present), *t.shape[1:]), float("nan"), dtype=t.dtype)
+        out[torch.from_numpy(self.present)] = t
+        return out
 
 
 @dataclass
@@ -107,10 +118,10 @@ class Run:
             )
             return read_data(path, bare)
         if rec.get("kind") == "table":
-            # every input row gets its answer, in order: a row with a missing cell is refused
-            # (naming it), never dropped as --drop-missing did for training; the label is
-            # never a feature, so new rows may come without it
-            cfg = dataclasses.replace(cfg, columns=rec.get("columns"), drop_missing=False)
+            # every input row keeps its place in the answers: a row with a missing cell is
+            # refused (naming it), or, for a run trained with --drop-missing, left unanswered;
+            # the label is never a feature, so new rows may come without it
+            cfg = dataclasses.replace(cfg, columns=rec.get("columns"))
             return read_data(path, cfg, every_row=True)
         return read_data(path, cfg)
 
@@ -133,11 +144,16 @@ class Run:
             ids, labels = self._frame_keys(raw)
             values, notes = as_examples(self._array(raw, name), name)
             notices = [f"{name}: {n}" for n in notes]
+        present = None
+        if self.cfg.data.drop_missing and values.ndim == 2 and values.dtype.kind == "f":
+            complete = ~np.isnan(values).any(axis=1)
+            if not complete.all():
+                present, values = complete, values[complete]
         x = torch.as_tensor(values)
         if x.dtype not in (torch.uint8, torch.float32):
             x = x.to(torch.float32)
         if x.shape[0] == 0:
-            raise DataError(f"{name}: no rows")
+            raise DataError(f"{name}: no {'complete ' if present is not None else ''}rows")
         if tuple(x.shape[1:]) != self.data.data_shape:
             raise DataError(
                 f"{name}: rows of shape {list(x.shape[1:])}, but the run's model takes "
@@ -146,7 +162,7 @@ class Run:
         x = self._intensities_as_levels(x, name, notices)
         self.data.prep.check(x, name, fix="the run's range, fixed at training")
         stored = self.data.prep.stored(x).to(self.data.device)
-        return Rows(self.data.prepare(stored), ids, labels, notices)
+        return Rows(self.data.prepare(stored), ids, labels, notices, present)
 
     def _one_row_frame(self, raw):
         """A pandas Series of a table run's named cells (``df.iloc[i]``) as a one-row frame, so
@@ -226,7 +242,8 @@ class Run:
             q = self.model.encode(r.x[i : i + batch_size])
             means.append(q.mean.float().cpu())
             stds.append(q.stddev.float().cpu())
-        return Encoding(torch.cat(means), torch.cat(stds), r.ids, r.labels, r.notices)
+        mean, std = r.spread(torch.cat(means)), r.spread(torch.cat(stds))
+        return Encoding(mean, std, r.ids, r.labels, r.notices)
 
     def score(
         self, raw: Raw, k: int = 1000, batch_size: int | None = None, progress: bool = False
@@ -245,12 +262,12 @@ class Run:
         )["per_example"]
         jacobian = self.data.log_jacobian
         return Scores(
-            log_px=out["log_px"].cpu() - jacobian,
-            log_px_stderr=out["stderr"].cpu(),
-            log_px_ess=out["ess"].cpu(),
-            elbo=out["elbo"].cpu() - jacobian,
-            reconstruction=out["rec"].cpu() - jacobian,
-            kl=out["kl"].cpu(),
+            log_px=r.spread(out["log_px"].cpu() - jacobian),
+            log_px_stderr=r.spread(out["stderr"].cpu()),
+            log_px_ess=r.spread(out["ess"].cpu()),
+            elbo=r.spread(out["elbo"].cpu() - jacobian),
+            reconstruction=r.spread(out["rec"].cpu() - jacobian),
+            kl=r.spread(out["kl"].cpu()),
             k=k,
             ids=r.ids,
             labels=r.labels,

@@ -307,21 +307,38 @@ def test_header_yes_reads_names_that_are_numbers_and_the_run_keeps_the_choice(
     assert "--header apply to tables" in capsys.readouterr().err
 
 
-def test_encode_answers_every_row_or_refuses_the_file(tmp_path, monkeypatch, capsys):
-    """A run trained with --drop-missing still answers row for row: a file with a missing cell
-    is refused by name, never answered with fewer rows than it has."""
+def test_a_drop_missing_run_answers_every_row_in_place_and_names_file_rows(
+    tmp_path, monkeypatch, capsys
+):
+    """A run trained with --drop-missing answers row for row: a row with a missing cell keeps
+    its place with NaN answers (never fewer rows than the file has), and the rows it names
+    (reconstruct, the report) are the file's rows, not positions after the drop."""
     monkeypatch.chdir(tmp_path)
     x, y = _table()
     text = _csv_text(x, y).splitlines()
-    text[5] = ",".join(["", *text[5].split(",")[1:]])  # a hole in row 5's first column
+    hole = 4  # 0-based data row (line 5: the header is line 0)
+    text[hole + 1] = ",".join(["", *text[hole + 1].split(",")[1:]])
     (tmp_path / "holes.csv").write_text("\n".join(text) + "\n")
     args = ["train", "--dataset", "holes.csv", "--label-column", "kind", "--out", "run", *TINY]
     assert main([*args, "--drop-missing", "true"]) == 0
     capsys.readouterr()
-    assert main(["encode", "run", "--out", "codes.csv"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holes.csv" in err and "'alpha'" in err
-    assert not (tmp_path / "codes.csv").exists()
-    _csv_header(tmp_path)  # the same rows without the hole: one answer per row
-    assert main(["encode", "run", "--data", "x.csv", "--out", "codes.csv"]) == 0
-    assert _read_table(tmp_path / "codes.csv").num_rows == N
+    assert main(["encode", "run", "--out", "codes.csv"]) == 0
+    assert "1 of 120 rows have missing values: their answers are NaN" in capsys.readouterr().err
+    codes = _read_table(tmp_path / "codes.csv")
+    assert codes.num_rows == N and codes.column("label").to_pylist() == y.tolist()
+    mean_0 = np.asarray(codes.column("mean_0").to_pylist(), dtype=float)
+    assert np.isnan(mean_0[hole]) and np.isfinite(np.delete(mean_0, hole)).all()
+    _csv_header(tmp_path)  # the same rows without the hole: the same answers for the others
+    assert main(["encode", "run", "--data", "x.csv", "--out", "full.csv"]) == 0
+    full = np.asarray(_read_table(tmp_path / "full.csv").column("mean_0").to_pylist())
+    np.testing.assert_allclose(np.delete(mean_0, hole), np.delete(full, hole), rtol=1e-6)
+    assert main(["score", "run", "--out", "s.csv", "--k", "5", "--top", str(N)]) == 0
+    printed = capsys.readouterr().out
+    assert "the 119 least likely rows" in printed and f"row {hole + 1}:" not in printed
+    # the file's own rows, after the drop: row i of the file holds x[i]
+    assert main(["reconstruct", "run", "-n", "6", "--out", "rec.csv"]) == 0
+    rec = _read_table(tmp_path / "rec.csv").to_pydict()
+    for i, row in enumerate(rec["row"][:6]):
+        got = [rec[f][i] for f in FEATURES]
+        np.testing.assert_allclose(got, x[row], rtol=1e-6, err_msg=f"file row {row}")
+    assert any(row > hole for row in rec["row"])  # a row the drop moved up

@@ -99,6 +99,10 @@ def _keys(ids, labels) -> dict[str, np.ndarray]:
     return out
 
 
+def _rows(n: int) -> str:
+    return f"{n} row{'s' if n != 1 else ''}"
+
+
 def encode(args) -> int:
     from vaelab.data.writers import write_table
 
@@ -110,7 +114,8 @@ def encode(args) -> int:
         for j in range(values.shape[1]):
             columns[f"{name}_{j}"] = values[:, j].numpy()
     path = write_table(args.out, columns, _keys(enc.ids, enc.labels))
-    print(f"wrote {path}: {enc.mean.shape[0]} rows, {enc.mean.shape[1]} latent dimensions")
+    n, dims = enc.mean.shape
+    print(f"wrote {path}: {_rows(n)}, {dims} latent dimension{'s' if dims != 1 else ''}")
     return 0
 
 
@@ -129,7 +134,7 @@ def score(args) -> int:
         columns[name] = getattr(s, name).double().numpy()  # sums of many terms: float64
     path = write_table(args.out, columns, _keys(s.ids, s.labels))
     n = s.log_px.shape[0]
-    print(f"wrote {path}: {n} rows, log p(x) with K={s.k} in the data's units")
+    print(f"wrote {path}: {_rows(n)}, log p(x) with K={s.k} in the data's units")
     low = low_ess_count(s.log_px_ess, s.k)
     if low:
         print(
@@ -139,7 +144,8 @@ def score(args) -> int:
             file=sys.stderr,
         )
     if args.top > 0:
-        order = np.argsort(columns["log_px"], kind="stable")[: args.top]
+        answered = np.flatnonzero(~np.isnan(columns["log_px"]))  # not the rows left empty
+        order = answered[np.argsort(columns["log_px"][answered], kind="stable")[: args.top]]
         # counted from 1, as a person counts data rows (and as vaelab's errors do)
         print(f"the {len(order)} least likely rows (1 = the first row read):")
         for i in order:

@@ -37,7 +37,9 @@ class RawData:
     stored). ``labels`` is ``(N,)`` int64 or str, or None. ``columns`` names the D features of
     a table (None for images); ``label_name`` the column the labels came from. ``ids`` is
     ``(N,)`` row ids the file carried (a table's index column, an image's relative path), or
-    None. ``notices`` are one-line messages about what the reader decided for the user.
+    None. ``rows`` is each value row's position in the file (0-based) where the reader dropped
+    rows (``--drop-missing``), else None: row ``i`` is the file's row ``i``. ``notices`` are
+    one-line messages about what the reader decided for the user.
     ``kind`` (``"table"`` or ``"images"``), ``file`` and ``details`` (the reader's own
     decisions) feed :meth:`describe`.
     """
@@ -51,13 +53,14 @@ class RawData:
     kind: str = "array"
     file: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # Readers build these; a mismatch is a bug in vaelab, not a user's mistake.
         n = self.values.shape[0]
         if self.values.ndim not in (2, 4):
             raise AssertionError(f"values must be (N, D) or (N, C, H, W), got {self.values.shape}")
-        for name in ("labels", "ids"):
+        for name in ("labels", "ids", "rows"):
             arr = getattr(self, name)
             if arr is not None and arr.shape != (n,):
                 raise AssertionError(f"{name} has shape {arr.shape}, expected ({n},)")

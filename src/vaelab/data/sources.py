@@ -89,7 +89,7 @@ class FileSource:
             name=self.name,
             split=split,
             ids=None if self.raw.ids is None else self.raw.ids[pick],
-            rows=pick,
+            rows=pick if self.raw.rows is None else self.raw.rows[pick],  # rows of the file
         )
 
     @functools.cached_property

@@ -916,10 +916,18 @@ def _finish(
                     f"{path}: missing value (empty, NA or NaN) in column {column!r}, "
                     f"{row_ref(i)}; rows with a missing value: {n_missing} of {n} ({remedy})"
                 )
-            if n_missing == n:
+            if every_row:
+                # new rows for a run trained with --drop-missing: every row keeps its place,
+                # the incomplete ones (NaN cells) are left unanswered by the caller
+                notices.append(
+                    f"{n_missing} of {n} rows have missing values: their answers are NaN (the "
+                    "run was trained with --drop-missing)"
+                )
+            elif n_missing == n:
                 raise DataError(f"{path}: every one of the {n} rows has a missing value")
-            keep = ~missing
-            notices.append(f"dropped {n_missing} of {n} rows with missing values")
+            else:
+                keep = ~missing
+                notices.append(f"dropped {n_missing} of {n} rows with missing values")
         infinite = np.isinf(values).any(axis=1)
         if keep is not None:
             infinite &= keep
@@ -951,4 +959,5 @@ def _finish(
         kind="table",
         file=str(path),
         details=details,
+        rows=None if keep is None else np.flatnonzero(keep),
     )
