@@ -404,6 +404,13 @@ def test_image_folder_rows_are_labelled_with_their_folder_names(tmp_path, capsys
     assert sorted(set(labels)) == ["birds", "zebras"] and labels.count("birds") == 20
     enc = vaelab.load_run(run).encode(train)
     assert sorted(set(enc.labels.tolist())) == ["cats", "dogs"]
+    # the run's own splits, as the report colours its latent map and captions its rows
+    data = load_with_data(run, device="cpu").data
+    for split in ("train", "test"):
+        assert set(data.labels(split).tolist()) <= {"cats", "dogs"}
+    from vaelab.report.build import _labels
+
+    assert set(_labels(data, "test").tolist()) <= {"cats", "dogs"}  # the latent map's legend
 
 
 class _Frame:

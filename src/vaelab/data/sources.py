@@ -85,7 +85,7 @@ class FileSource:
         pick = idx.numpy()
         return Split(
             images=self._values[idx],
-            labels=_labels(self.raw.labels, pick),
+            labels=_labels(self.raw.labels, pick, self.raw.details.get("classes")),
             name=self.name,
             split=split,
             ids=None if self.raw.ids is None else self.raw.ids[pick],
@@ -129,10 +129,14 @@ class TensorSource:
         return {"kind": "tensors"}
 
 
-def _labels(labels: np.ndarray | None, pick: np.ndarray):
+def _labels(labels: np.ndarray | None, pick: np.ndarray, classes: list[str] | None = None):
+    """The picked rows' labels: an image folder's class names (not its codes, which are
+    positions in the sorted names), a table's numbers as a tensor, or its text."""
     if labels is None:
         return None
     out = labels[pick]
+    if classes:
+        return np.asarray(classes)[out]
     return torch.from_numpy(out) if out.dtype.kind in "iu" else out
 
 
