@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vaelab.data.arrays import as_examples
-from vaelab.data.images import read_image_folder
+from vaelab.data.images import IMAGE_SUFFIXES, read_image_folder
 from vaelab.data.source import RawData
 from vaelab.data.sources import read_data
 from vaelab.data.tables import TABLE_SUFFIXES
@@ -105,7 +105,8 @@ class Run:
         """A file or folder read as the training data was read."""
         rec, cfg = self.record, self.cfg.data
         path = Path(path).expanduser()
-        if path.is_dir() and rec.get("kind") == "images" and rec.get("image_size"):
+        image = path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+        if image and rec.get("kind") == "images" and rec.get("image_size"):
             # the run's image size (height, width) and channel count: a grey folder for an RGB
             # run is replicated to RGB, as it would have been in training
             size = tuple(rec["image_size"])

@@ -408,6 +408,12 @@ def test_image_folder_rows_are_labelled_with_their_folder_names(tmp_path, capsys
     data = load_with_data(run, device="cpu").data
     for split in ("train", "test"):
         assert set(data.labels(split).tolist()) <= {"cats", "dogs"}
+    # one image alone, named by its path, as the README's "one image alone too" says
+    one = tmp_path / "wild" / "birds" / "3.png"
+    out = tmp_path / "one.csv"
+    assert main(["score", str(run), "--data", str(one), "--k", "5", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith('"3.png",')
     from vaelab.report.build import _labels
 
     assert set(_labels(data, "test").tolist()) <= {"cats", "dogs"}  # the latent map's legend

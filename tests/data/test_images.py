@@ -336,9 +336,9 @@ BAD = {
         _save(t / "loose.png", _grey()).parent if _save(t / "cat" / "x.png", _grey()) else t,
         ["1 image directly in the folder (e.g. 'loose.png')", "1 in class folders ('cat')"],
     ),
-    "a file, not a folder": lambda t: (
-        _save(t / "x.png", _grey()),
-        t / "x.png",
+    "a file, not a folder (nor an image)": lambda t: (
+        (t / "x.txt").write_text("1,2\n"),
+        t / "x.txt",
         ["not a folder"],
     ),
     "folder not found": lambda t: (t / "nope", t / "nope", ["folder not found"]),
@@ -382,3 +382,12 @@ def test_bad_arguments(tmp_path, kw, match):
     _save(tmp_path / "a.png", _grey())
     with pytest.raises(InvalidArgumentError, match=match):
         read_image_folder(tmp_path, **kw)
+
+
+def test_one_image_file_is_read_alone(tmp_path):
+    pixels = _grey(4, 6)
+    _save(tmp_path / "a.png", pixels)
+    _save(tmp_path / "b.png", _grey(4, 6))  # a neighbour, not read
+    r = read_image_folder(tmp_path / "a.png")
+    assert r.values.shape == (1, 1, 4, 6) and r.ids.tolist() == ["a.png"] and r.labels is None
+    np.testing.assert_array_equal(r.values[0, 0], pixels)

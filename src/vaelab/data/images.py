@@ -100,7 +100,8 @@ def read_image_folder(
     channels: int | None = None,
     bits: int | None = None,
 ) -> RawData:
-    """Read every PNG/JPEG/BMP image under ``path`` as ``(N, C, H, W)``, uint8, or float32
+    """Read every PNG/JPEG/BMP image under ``path`` (or the one image ``path`` names) as
+    ``(N, C, H, W)``, uint8, or float32
     levels 0..65535 for 16-bit grey (``bits``: 8, 16 or None, 16 when every file is 16-bit
     grey).
 
@@ -127,10 +128,13 @@ def read_image_folder(
         raise InvalidArgumentError(f"bits must be 8, 16 or None, got {bits!r}")
     if not root.exists():
         raise DataError(f"{root}: folder not found")
-    if not root.is_dir():
+    if root.is_file() and root.suffix.lower() in IMAGE_SUFFIXES:
+        # one image alone (new rows for a run): its folder's other files are not read
+        root, files, classes, ignored, empty_folders = root.parent, [(root.name, None)], [], 0, []
+    elif not root.is_dir():
         raise DataError(f"{root}: not a folder (give the folder that holds the images)")
-
-    files, classes, ignored, empty_folders = _list_images(root)
+    else:
+        files, classes, ignored, empty_folders = _list_images(root)
     entries = [_inspect(root, rel, label) for rel, label in files]
     n = len(entries)
 
