@@ -25,6 +25,11 @@ def _save(path: Path, arr: np.ndarray | Image.Image, **kw) -> Path:
     return path
 
 
+def _text_file(path: Path) -> Path:
+    path.write_text("1,2\n")
+    return path
+
+
 def _grey(h=8, w=8) -> np.ndarray:
     return RNG.integers(0, 256, (h, w), dtype=np.uint8)
 
@@ -337,7 +342,7 @@ BAD = {
         ["1 image directly in the folder (e.g. 'loose.png')", "1 in class folders ('cat')"],
     ),
     "a file, not a folder (nor an image)": lambda t: (
-        (t / "x.txt").write_text("1,2\n"),
+        _text_file(t / "x.txt"),
         t / "x.txt",
         ["not a folder"],
     ),
