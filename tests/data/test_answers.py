@@ -507,7 +507,8 @@ def test_the_api_takes_pandas_rows_by_name_with_their_ids_and_labels(tmp_path):
 
 
 def test_reconstruct_and_report_name_the_rows_of_the_file(table_run, capsys):
-    """A test-split example is shown with its row in the user's file (0-based) and its
+    """A test-split example is shown with its row in the user's file (counted from 1, as
+    score --top and the errors count) and its
     values as the file has them, not standardized and back (float32 noise)."""
     folder, run = table_run
     loaded = load_with_data(run, device="cpu")
@@ -516,14 +517,14 @@ def test_reconstruct_and_report_name_the_rows_of_the_file(table_run, capsys):
     out = folder / "recon.parquet"
     assert main(["reconstruct", str(run), "-n", "4", "--out", str(out)]) == 0
     table = pq.read_table(out).to_pydict()
-    assert table["row"] == rows[:4].tolist() * 2
+    assert table["row"] == (rows[:4] + 1).tolist() * 2  # file_rows is 0-based, for indexing
     assert table["kind"] == ["original"] * 4 + ["reconstruction"] * 4
     file_values = _table().astype(np.float32)[rows[:4]]  # the file's own rows
     for j, name in enumerate(NAMES):
         assert np.array_equal(np.float32(table[name][:4]), file_values[:, j]), name
     assert main(["report", str(run), "--out", str(folder / "r.html")]) == 0
     html = (folder / "r.html").read_text()
-    assert f"original (file row {rows[0]})" in html and "counted from 0" in html
+    assert f"original (file row {rows[0] + 1})" in html and "counted from 1" in html
     capsys.readouterr()
 
 

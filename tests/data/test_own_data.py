@@ -338,7 +338,7 @@ def test_a_drop_missing_run_answers_every_row_in_place_and_names_file_rows(
     # the file's own rows, after the drop: row i of the file holds x[i]
     assert main(["reconstruct", "run", "-n", "6", "--out", "rec.csv"]) == 0
     rec = _read_table(tmp_path / "rec.csv").to_pydict()
-    for i, row in enumerate(rec["row"][:6]):
+    for i, row in enumerate(rec["row"][:6]):  # counted from 1
         got = [rec[f][i] for f in FEATURES]
-        np.testing.assert_allclose(got, x[row], rtol=1e-6, err_msg=f"file row {row}")
-    assert any(row > hole for row in rec["row"])  # a row the drop moved up
+        np.testing.assert_allclose(got, x[row - 1], rtol=1e-6, err_msg=f"file row {row}")
+    assert any(row > hole + 1 for row in rec["row"])  # a row the drop moved up

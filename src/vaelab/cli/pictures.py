@@ -131,7 +131,8 @@ def reconstruct(args) -> int:
         recon = run.data.prep.to_original(run.model.decode(run.model.encode(x).mean).mean)
     n = x.shape[0]
     rows = run.data.file_rows(args.split)  # the file's rows, so that a user can find them
-    row = np.asarray(rows[:n]) if rows is not None else np.arange(n)
+    # counted from 1 (the first row of data), as score --top and every error count them
+    row = (np.asarray(rows[:n]) if rows is not None else np.arange(n)) + 1
     keys = {"row": np.tile(row, 2), "kind": np.repeat(["original", "reconstruction"], n)}
     # the originals as the file has them (undoing the standardization adds float32 noise:
     # 1.5700002 for the file's 1.57)

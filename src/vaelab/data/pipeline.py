@@ -117,7 +117,7 @@ class DataPipeline:
         if part.ids is not None:
             return [str(i) for i in part.ids]
         if part.rows is not None:
-            return [f"file row {int(r)}" for r in part.rows]
+            return [f"file row {int(r) + 1}" for r in part.rows]  # counted from 1, as errors do
         return None
 
     def originals(self, split: str) -> torch.Tensor:

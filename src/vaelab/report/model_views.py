@@ -302,7 +302,7 @@ def _likelihood_section(model, data, split, x, orig, columns) -> Section:
         orig[order], columns, [f"row (id, label): log p(x), K = {SCORE_K}", lead]
     )
     if data.ids(split) is None and data.file_rows(split) is not None:
-        body += paragraph("file rows are counted from 0, the first row of data", "note")
+        body += paragraph("file rows are counted from 1, the first row of data", "note")
     bad = int((~np.isfinite(log_px)).sum())
     if bad:
         body += paragraph(
