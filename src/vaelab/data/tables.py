@@ -247,7 +247,10 @@ class _Parts:
         self.notices: list[str] = []
 
 
-_SEPARATOR_HINT = "; is the file separated by another character? (.csv: ',', .tsv: tab)"
+_SEPARATOR_HINT = (
+    "; is the file separated by another character? (.csv: ',', or ';' when the first row has "
+    "no comma; .tsv: tab)"
+)
 _SEPARATORS = ",;\t|"  # what a one-column file's name or cell holding one of them suggests
 
 
@@ -328,8 +331,10 @@ def _first_row(path: Path) -> str:
     return text
 
 
-def _is_number_or_missing(field: str) -> bool:
+def _is_number_or_missing(field: str, decimal: str = ".") -> bool:
     text = field.strip()
+    if decimal != "." and "." not in text:
+        text = text.replace(decimal, ".")
     if not text or text in _null_tokens():
         return True
     if "_" in text:  # Python's float() takes "1_000"; pyarrow (and a person) do not
@@ -341,8 +346,8 @@ def _is_number_or_missing(field: str) -> bool:
     return True
 
 
-def _looks_like_header(fields: list[str]) -> bool:
-    if not all(_is_number_or_missing(f) for f in fields):
+def _looks_like_header(fields: list[str], decimal: str = ".") -> bool:
+    if not all(_is_number_or_missing(f, decimal) for f in fields):
         return True
     # pandas' DataFrame(array).to_csv(): an unnamed index column, then the columns 0, 1, ...
     rest = [f.strip() for f in fields[1:]]
@@ -361,8 +366,10 @@ class _Layout:
         header: bool,
         hint: str = "",
         every_row: bool = False,
+        decimal: str = ".",
     ):
         self.path = path
+        self.decimal = decimal  # the decimal mark of the numbers: "." or ","
         self.names = names  # every column, in file order
         self.skip = skip  # physical lines before the data (the header record, blank lines)
         self.delimiter = delimiter
@@ -388,7 +395,10 @@ class _Layout:
                 delimiter=self.delimiter, invalid_row_handler=handler
             ),
             "convert_options": pa_csv.ConvertOptions(
-                column_types=types, include_columns=list(types), strings_can_be_null=True
+                column_types=types,
+                include_columns=list(types),
+                strings_can_be_null=True,
+                decimal_point=self.decimal,
             ),
         }
 
@@ -406,6 +416,7 @@ def _read_text(
     if delimiter is None:  # .txt
         line = text.lstrip("\r\n").split("\n", 1)[0]
         delimiter = "\t" if "\t" in line or " " not in line.strip() else " "
+    delimiter, decimal, sniffed = _semicolons(text, delimiter)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         # a row of nothing but spaces is as blank as an empty one
@@ -414,11 +425,11 @@ def _read_text(
         raise DataError(f"{path}: cannot parse the first row ({first_line(e)})") from None
     if fields is None:
         raise DataError(f"{path}: empty file (no rows, only blank lines)")
-    has_header = _looks_like_header(fields) if header is None else header
+    has_header = _looks_like_header(fields, decimal) if header is None else header
     if has_header:
         names = [f.strip() for f in fields]
         skip = reader.line_num  # physical lines up to the header's end, blank ones included
-        numbers = [f for f in names if f and _is_number_or_missing(f)]
+        numbers = [f for f in names if f and _is_number_or_missing(f, decimal)]
         # a header of names that are numbers is rare; a data row with a text column is not
         hint = (
             f" (the first row, {_names(names[:4])}{', ...' if len(names) > 4 else ''}, was read "
@@ -430,7 +441,7 @@ def _read_text(
         names = [f"col{i}" for i in range(len(fields))]
         skip = 0
         hint = " (the file has no header row, so its columns are named col0, col1, ...)"
-        if header is False and _looks_like_header(fields):
+        if header is False and _looks_like_header(fields, decimal):
             shown = ", ".join(repr(f.strip()) for f in fields[:3])
             hint = (
                 f" (--header no read the first row, {shown}"
@@ -447,7 +458,7 @@ def _read_text(
             f"{path}: column{'s' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
             f"of the header (counting from 1) {'have' if len(empty) > 1 else 'has'} no name"
         )
-    layout = _Layout(path, names, skip, delimiter, has_header, hint, every_row)
+    layout = _Layout(path, names, skip, delimiter, has_header, hint, every_row, decimal)
     label_column = _present_label(names, label_column, every_row)
     features = _select(path, names, wanted, label_column, index, hint)
     strings = [c for c in (label_column, index) if c is not None]
@@ -459,20 +470,45 @@ def _read_text(
     label = extra[label_column] if label_column is not None else None
     index_col = (index, extra[index]) if index is not None else None
     details = {"format": path.suffix.lower()[1:], "delimiter": delimiter, "header": has_header}
+    if decimal != ".":
+        details["decimal"] = decimal
     parts = _Parts(values, features, label, index_col, layout.row_ref, details, finite)
+    if sniffed:
+        parts.notices.append(sniffed)
     if header is None and not has_header:
         # every field a number: data, but pandas' DataFrame(array).to_csv(index=False) writes
         # 0,1,2,... as a header, and a table of years has 2019,2020,... as its names
         parts.notices.append(
-            f"read the first row ({','.join(f.strip() for f in fields[:4])}"
-            f"{',...' if len(fields) > 4 else ''}) as data, the columns named col0, col1, ...; "
-            "if it names the columns, pass --header yes"
+            f"read the first row ({delimiter.join(f.strip() for f in fields[:4])}"
+            f"{delimiter + '...' if len(fields) > 4 else ''}) as data, the columns named "
+            "col0, col1, ...; if it names the columns, pass --header yes"
         )
     elif header is None and hint:
         parts.notices.append(hint.strip(" ()"))
     if flags:
         parts.notices.append(f"read {_names(flags)} (true/false words) as 1/0")
     return parts
+
+
+# a number with a decimal comma, as a whole field: "3,5", "-0,25"
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d*,\d+\s*$")
+
+
+def _semicolons(text: str, delimiter: str) -> tuple[str, str, str]:
+    """``(delimiter, decimal mark, notice)``: a .csv whose first row holds semicolons and no
+    comma but in numbers (``1,5``) is separated by ``;``, as spreadsheet programs write it
+    where the comma is the decimal mark; its numbers use a decimal comma if its first rows'
+    do."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if delimiter != "," or not lines or ";" not in lines[0]:
+        return delimiter, ".", ""
+    if any("," in f and not _DECIMAL_COMMA.match(f) for f in lines[0].split(";")):
+        return delimiter, ".", ""  # commas outside numbers: the comma separates
+    decimal = "."
+    if any(_DECIMAL_COMMA.match(f) for line in lines[:3] for f in line.split(";")):
+        decimal = ","
+    mark = ", its numbers with a decimal comma" if decimal == "," else ""
+    return ";", decimal, f"read as separated by ';'{mark} (the first row has no other comma)"
 
 
 def _estimate_rows(path: Path, text: str) -> int:
@@ -639,6 +675,8 @@ def _boolean_columns_or_raise_non_numeric(layout: _Layout, features: list[str]) 
     words = pa.array(_TRUE_FALSE)
     for name in features:
         col = pc.utf8_trim_whitespace(table.column(name))  # pyarrow's number parser trims
+        if layout.decimal != ".":
+            col = pc.replace_substring(col, layout.decimal, ".")
         if _first_failure(col, pa.float32()) is None:
             continue
         if _only_true_false(table.column(name)):  # untrimmed: pyarrow's bool parser is exact
