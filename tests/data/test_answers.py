@@ -581,3 +581,15 @@ def test_id_column_is_carried_into_the_answers_and_is_never_a_feature(tmp_path, 
     for j, i in enumerate(order):
         spread = 6 * math.hypot(got["log_px_stderr"][j], every["log_px_stderr"][i]) + 1e-3
         assert abs(got["log_px"][j] - every["log_px"][i]) < spread
+
+
+def test_gaps_of_a_standardized_table_say_their_units(table_run, capsys):
+    """The gaps' log p and ELBOs are in the model's (standardized) units: the printout says
+    how far they are from the data's, the amount evaluate adds back to its NLL."""
+    _, run = table_run
+    plain = _evaluate_json(run, capsys)
+    shift = plain["nll_original"] - plain["nll"]
+    gaps = _evaluate_json(run, capsys, "--gaps", "--n", "3")
+    assert gaps["log_jacobian"] == pytest.approx(shift, rel=1e-9)
+    assert main(["evaluate", str(run), "--gaps", "--n", "3", "--k", "20"]) == 0
+    assert f"subtract {shift:.3f} nats from log p and the ELBOs" in capsys.readouterr().out

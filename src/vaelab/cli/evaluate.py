@@ -109,7 +109,13 @@ def _run_gaps(args) -> int:
         run.model, run.data, args.split, n=n, k=args.k,
         batch_size=args.batch_size or 500,
     )  # fmt: skip
-    report = {"run": str(args.run), **report}
+    jacobian = float(run.data.log_jacobian)  # model units → the data's, per example
+    report = {
+        "run": str(args.run),
+        **report,
+        "units": run.data.prep.units,
+        "log_jacobian": jacobian,
+    }
     if args.json:
         print(dumps_json(report))
     else:
@@ -122,6 +128,11 @@ def print_gaps(r: dict) -> None:
     pm = functools.partial(_pm, r)
     how = "exact" if r["elbo_samples"] is None else f"{r['elbo_samples']} samples"
     print(f"{r['dataset']} {r['split']} split, n={r['n']}, binarization: {r['binarization']}")
+    if r.get("log_jacobian"):
+        # a change of units shifts log p and every ELBO alike: the gaps do not move
+        units, shift = r["units"].split(" (")[0], r["log_jacobian"]
+        print(f"  in the model's units ({units}): subtract {shift:.3f} nats from log p and the "
+              "ELBOs for the data's units; the gaps are the same in both")  # fmt: skip
     print(f"  log p(x) (K={r['k']}, around q*)    {pm('log_likelihood')}")
     print(f"  ELBO of the best Gaussian q*     {pm('elbo_best')}   ({how})")
     print(f"  ELBO of the encoder q(z|x)       {pm('elbo')}   ({how})")
