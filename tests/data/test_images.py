@@ -113,7 +113,13 @@ def test_channels_one_makes_colour_grey_like_pillow(tmp_path):
     r = read_image_folder(tmp_path, channels=1)
     expected = np.asarray(Image.fromarray(c).convert("L"))
     np.testing.assert_array_equal(r.values[0, 0], expected)
-    assert "converted 1 colour image to grey" in r.notices
+    assert r.notices == ["converted 1 colour image to grey (the run's images are grey)"]
+    # and a grey folder read for a colour run: no "others" to blame
+    g = tmp_path.parent / f"{tmp_path.name}-grey"
+    _save(g / "g.png", _grey())
+    assert read_image_folder(g, channels=3).notices == [
+        "converted 1 grey image to RGB (the run's images are colour)"
+    ]
 
 
 def test_alpha_dropped_colour_kept(tmp_path):

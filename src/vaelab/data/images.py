@@ -170,7 +170,7 @@ def read_image_folder(
     if classes:
         labels = np.fromiter((e.label for e in entries), dtype=np.int64, count=n)
         counts["per_class"] = np.bincount(labels, minlength=len(classes)).tolist()
-    notices = _notices(counts, n, (h, w), c, empty_folders, bits)
+    notices = _notices(counts, n, (h, w), c, empty_folders, bits, asked=channels is not None)
     details: dict[str, Any] = {
         "image_size": [h, w],
         "channels": c,
@@ -364,7 +364,13 @@ def _count(k: int, noun: str) -> str:
 
 
 def _notices(
-    counts: dict, n: int, size_hw: tuple[int, int], c: int, empty_folders: list[str], bits: int
+    counts: dict,
+    n: int,
+    size_hw: tuple[int, int],
+    c: int,
+    empty_folders: list[str],
+    bits: int,
+    asked: bool = False,
 ) -> list[str]:
     h, w = size_hw
     notes = []
@@ -389,11 +395,11 @@ def _notices(
         k = counts["alpha_dropped"]
         notes.append(f"dropped the alpha channel (transparency) of {_count(k, 'image')}")
     if counts["grey_to_rgb"]:
-        notes.append(
-            f"converted {_count(counts['grey_to_rgb'], 'grey image')} to RGB (others are colour)"
-        )
+        why = "the run's images are colour" if asked else "others are colour"
+        notes.append(f"converted {_count(counts['grey_to_rgb'], 'grey image')} to RGB ({why})")
     if counts["colour_to_grey"]:
-        notes.append(f"converted {_count(counts['colour_to_grey'], 'colour image')} to grey")
+        why = " (the run's images are grey)" if asked else ""
+        notes.append(f"converted {_count(counts['colour_to_grey'], 'colour image')} to grey{why}")
     if counts["exif_rotated"]:
         notes.append(
             f"turned {_count(counts['exif_rotated'], 'JPEG image')} upright (EXIF orientation)"
