@@ -110,6 +110,12 @@ def test_a_table_of_whole_numbers_is_continuous_unless_given_a_range_and_says_so
     floats: list[str] = []
     Preprocessing.fit(DataConfig(dataset="t"), "table", "gaussian", counts + 0.5, None, floats)
     assert floats == []
+    # measurements given a range: scaled linearly, and the notice says it is not a level range
+    ranged: list[str] = []
+    cfg = DataConfig(dataset="t", value_range=[0, 2000])
+    prep = Preprocessing.fit(cfg, "table", "gaussian", counts * 100.5, None, ranged)
+    assert not prep.integer and prep.mean is None  # neither dequantized nor standardized
+    assert len(ranged) == 1 and "maps them linearly onto [0, 1]" in ranged[0]
     # only 0 and 1 (yes/no answers, true/false columns): the Bernoulli likelihood is the fix
     answers: list[str] = []
     yes_no = (counts > 8).to(torch.float32)

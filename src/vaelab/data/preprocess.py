@@ -85,6 +85,12 @@ class Preprocessing:
                 )
         elif value_range is not None:
             integer = integral and all(float(v).is_integer() for v in value_range)
+            if not integer and likelihood != "bernoulli":
+                lo, hi = value_range
+                notices.append(
+                    f"{name}: values that are not whole levels: --value-range {lo:g},{hi:g} "
+                    "maps them linearly onto [0, 1], neither dequantized nor standardized"
+                )
         elif kind == "images" and integral and float(train.max()) > 1:
             integer = True
             value_range = [float(seen.min()), float(seen.max())]
