@@ -84,6 +84,8 @@ def collapse_warning(report: dict, model_config=None) -> str | None:
         tries.append("a learned per-dimension variance (--set model.gaussian_variance=per_dim)")
     tries.append("a smaller --latent-dim")
     return (
-        f"warning: only {active} of {total} latent units are active (posterior collapse): try "
+        f"warning: only {active} of {total} latent units are active (their posterior means "
+        "barely move from one example to another, so the code says little about the data: "
+        "posterior collapse, or too little training): try "
         f"{', '.join(tries[:-1])} or {tries[-1]}"
     )
