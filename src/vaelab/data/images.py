@@ -1,5 +1,6 @@
 """Image folders: PNG, JPEG and BMP files as one ``(N, C, H, W)`` array (uint8; 16-bit grey
-folders as float32 levels 0..65535), with labels from class folders.
+folders as float32 levels 0..65535), with labels from class folders. Over 400 lines: one
+reader with its two passes and every decision below, which belong together.
 
 Two passes over the files. The first opens each one only far enough to know its size and mode
 (Pillow reads the header), so the output size and channel count are decided before any pixel is
