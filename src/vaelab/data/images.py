@@ -296,13 +296,19 @@ def _inspect(root: Path, rel: str, label: int | None) -> _Entry:
         return _Entry(rel, label, (w, h), colour, alpha, mode in _SIXTEEN, orientation)
 
 
-def _scale_16_to_8(img: Image.Image, path: Path) -> Image.Image:
-    """A 16-bit greyscale image as 8-bit, round(v * 255 / 65535), not clipped at 255."""
+def _sixteen_bit_values(img: Image.Image, path: Path) -> np.ndarray:
+    """A 16-bit greyscale image's values as int64 ``(H, W)``, checked to lie in 0..65535."""
     v = np.asarray(img).astype(np.int64)  # (H, W) uint16 or int32
     if v.size and (v.min() < 0 or v.max() > 65535):
         raise DataError(
             f"{path}: greyscale values from {v.min()} to {v.max()}, outside 16 bits (0..65535)"
         )
+    return v
+
+
+def _scale_16_to_8(img: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit greyscale image as 8-bit, round(v * 255 / 65535), not clipped at 255."""
+    v = _sixteen_bit_values(img, path)
     return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), mode="L")
 
 
@@ -310,12 +316,7 @@ def _levels_16(frame: Image.Image, sixteen: bool, size_wh: tuple[int, int], path
     """A grey frame as float32 levels 0..65535 ``(H, W)``: 16-bit values as stored, 8-bit ones
     times 257; resized with Lanczos in floats, then rounded back onto the levels."""
     if sixteen:
-        v = np.asarray(frame).astype(np.int64)  # (H, W) uint16 or int32
-        if v.size and (v.min() < 0 or v.max() > 65535):
-            raise DataError(
-                f"{path}: greyscale values from {v.min()} to {v.max()}, outside 16 bits (0..65535)"
-            )
-        v = v.astype(np.float32)
+        v = _sixteen_bit_values(frame, path).astype(np.float32)
     else:
         v = np.asarray(frame.convert("L"), dtype=np.float32) * 257
     if frame.size != size_wh:

@@ -202,8 +202,7 @@ def read_data(path: Path, cfg: DataConfig, every_row: bool = False) -> RawData:
     if table or header is not None:
         raise DataError(
             f"{path}: --columns, --label-column, --id-column, --drop-missing and --header apply "
-            f"to tables "
-            f"({', '.join(TABLE_SUFFIXES)}), not to {suffix or 'this file'}"
+            f"to tables ({', '.join(TABLE_SUFFIXES)}), not to {suffix or 'this file'}"
         )
     if suffix not in ARRAY_SUFFIXES and path.is_file():
         raise DataError(
